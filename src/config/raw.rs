@@ -1,0 +1,83 @@
+//! The configuration file as written: serde structures that mirror the TOML
+//! one to one, with spans kept where a later check must point at a line.
+//! Nothing here is validated beyond TOML types; `config::load` does that.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub threads: Option<Spanned<usize>>,
+    pub driver: Option<Spanned<String>>,
+    pub ring_entries: Option<Spanned<u32>>,
+    pub coop_taskrun: Option<bool>,
+    pub defer_taskrun: Option<bool>,
+    pub sqpoll_idle: Option<Spanned<String>>,
+    pub pin_cpus: Option<bool>,
+    pub read_buffer: Option<Spanned<usize>>,
+    pub log_level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<Spanned<usize>>,
+    pub max_headers: Option<Spanned<usize>>,
+    pub max_target_bytes: Option<Spanned<usize>>,
+    pub max_body_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub client_header: Option<Spanned<String>>,
+    pub client_idle: Option<Spanned<String>>,
+    pub client_body: Option<Spanned<String>>,
+    pub client_send: Option<Spanned<String>>,
+    pub upstream_connect: Option<Spanned<String>>,
+    pub upstream_response: Option<Spanned<String>>,
+    pub upstream_send: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub servers: Spanned<Vec<Spanned<String>>>,
+    pub keepalive: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
+    pub status: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+}

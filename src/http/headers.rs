@@ -1,0 +1,122 @@
+//! Header field helpers shared by requests and responses: strict
+//! `Content-Length`, comma-list tokens, and the hop-by-hop set.
+
+/// Parses `Content-Length` as `1*DIGIT` with checked arithmetic. Unlike
+/// `str::parse`, a sign, spaces inside, or an empty value is refused.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let value = trim_ows(value);
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Strips optional whitespace (SP / HTAB) at both ends.
+pub fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// The elements of a comma-separated list, trimmed, empty ones skipped
+/// (RFC 9110 §5.6.1 asks recipients to ignore empty elements).
+pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim_ows).filter(|t| !t.is_empty())
+}
+
+/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
+/// `Transfer-Encoding` and `Content-Length` are dropped too because the
+/// proxy always writes its own framing.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Most field names one message may list in `Connection`.
+pub const MAX_CONNECTION_NAMES: usize = 16;
+
+/// What a `Connection` header said, plus the extra field names it lists.
+#[derive(Debug, Default)]
+pub struct ConnectionOptions<'a> {
+    pub close: bool,
+    pub keep_alive: bool,
+    /// Field names listed as hop-by-hop; beyond the cap the message is refused.
+    pub named: [&'a [u8]; MAX_CONNECTION_NAMES],
+    pub named_len: usize,
+}
+
+impl<'a> ConnectionOptions<'a> {
+    /// Adds one `Connection` field value; `false` when it names too many fields.
+    pub fn add(&mut self, value: &'a [u8]) -> bool {
+        for token in list_items(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if self.named_len == MAX_CONNECTION_NAMES {
+                return false;
+            } else {
+                self.named[self.named_len] = token;
+                self.named_len += 1;
+            }
+        }
+        true
+    }
+
+    /// Whether `name` must be dropped when forwarding.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        is_hop_by_hop(name) || self.named[..self.named_len].iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_is_strict() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b"005"), Some(5));
+        assert_eq!(parse_content_length(b" 42 "), Some(42));
+        assert_eq!(parse_content_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b"+5"[..], b"-1", b"0x5", b"5x", b"", b"  ", b"5 5", b"5,5", b"18446744073709551616", b"1e3"] {
+            assert_eq!(parse_content_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn list_items_skip_empty() {
+        let items: Vec<&[u8]> = list_items(b" close ,, Foo,\tbar ").collect();
+        assert_eq!(items, [&b"close"[..], b"Foo", b"bar"]);
+    }
+
+    #[test]
+    fn connection_names_extra_fields() {
+        let mut c = ConnectionOptions::default();
+        assert!(c.add(b"keep-alive, X-Secret"));
+        assert!(c.keep_alive && !c.close);
+        assert!(c.drops(b"x-secret") && c.drops(b"TE") && c.drops(b"Keep-Alive"));
+        assert!(!c.drops(b"x-other"));
+        let many = b"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q";
+        assert!(!ConnectionOptions::default().add(many));
+    }
+}

@@ -1,0 +1,327 @@
+//! Request heads: strict validation on top of `httparse`, and the canonical
+//! head written to the upstream. Header names and values stay slices of the
+//! client's read buffer; the only copy is the re-serialized output head.
+
+use super::headers::{list_items, parse_content_length, trim_ows, ConnectionOptions};
+use super::BodyKind;
+use crate::config::Limits;
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+/// Why a request was refused; each maps to one status, and the client
+/// connection is closed after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    BadRequest(&'static str),
+    TargetTooLong,
+    HeadTooLarge,
+    TooManyHeaders,
+    BodyTooLarge,
+    VersionNotSupported,
+    NotImplemented(&'static str),
+    ExpectationFailed,
+}
+
+impl RequestError {
+    pub fn status(self) -> u16 {
+        match self {
+            RequestError::BadRequest(_) => 400,
+            RequestError::TargetTooLong => 414,
+            RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
+            RequestError::BodyTooLarge => 413,
+            RequestError::VersionNotSupported => 505,
+            RequestError::NotImplemented(_) => 501,
+            RequestError::ExpectationFailed => 417,
+        }
+    }
+}
+
+/// Methods the proxy treats specially; anything else passes through as a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Other,
+}
+
+impl Method {
+    /// Case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
+    fn from_token(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            _ => Method::Other,
+        }
+    }
+
+    /// RFC 9110 §9.2.2, as an allow-list.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Method::Post | Method::Other)
+    }
+}
+
+/// A validated request head, borrowing from the read buffer.
+#[derive(Debug)]
+pub struct Request<'b, 'h> {
+    pub method: Method,
+    pub method_token: &'b str,
+    /// The path as sent (before normalization), without the query.
+    pub path: &'b [u8],
+    /// `?query` as sent, or empty.
+    pub query: &'b [u8],
+    /// Host for the upstream: the absolute-form authority or the Host field.
+    pub host: &'b [u8],
+    pub http10: bool,
+    pub body: BodyKind,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub connection: ConnectionOptions<'b>,
+    pub headers: &'h [httparse::Header<'b>],
+    pub head_len: usize,
+}
+
+type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>];
+
+/// Parses a complete head (`buf[..head_len]` ends in CRLF CRLF).
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    slots: &'h mut HeaderSlots<'b>,
+    limits: &Limits,
+) -> Result<Request<'b, 'h>, RequestError> {
+    let slots_len = slots.len().min(limits.max_headers);
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots[..slots_len]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(RequestError::BadRequest("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(RequestError::VersionNotSupported),
+        Err(_) => return Err(RequestError::BadRequest("malformed head")),
+    };
+    let method_token = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("").as_bytes();
+    let http10 = req.version == Some(0);
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+
+    if target.len() > limits.max_target_bytes {
+        return Err(RequestError::TargetTooLong);
+    }
+    if method_token == "CONNECT" {
+        return Err(RequestError::NotImplemented("CONNECT"));
+    }
+    let method = Method::from_token(method_token);
+
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let mut length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut connection = ConnectionOptions::default();
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            host = Some(trim_ows(h.value));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(h.value).ok_or(RequestError::BadRequest("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(RequestError::BadRequest("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te_seen {
+                return Err(RequestError::BadRequest("repeated Transfer-Encoding"));
+            }
+            te_seen = true;
+            let mut items = list_items(h.value);
+            match (items.next(), items.next()) {
+                (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
+                (None, _) => return Err(RequestError::BadRequest("empty Transfer-Encoding")),
+                _ => return Err(RequestError::NotImplemented("transfer coding other than chunked")),
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if !connection.add(h.value) {
+                return Err(RequestError::BadRequest("Connection names too many fields"));
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(RequestError::ExpectationFailed);
+            }
+        }
+    }
+
+    let (path, query, authority) = split_target(target, method)?;
+    if hosts > 1 {
+        return Err(RequestError::BadRequest("more than one Host"));
+    }
+    let host = match (authority, host) {
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) if http10 => b"",
+        (None, None) => return Err(RequestError::BadRequest("missing Host")),
+    };
+    if !host.is_empty() && !valid_host(host) || (host.is_empty() && hosts == 1) {
+        return Err(RequestError::BadRequest("invalid Host"));
+    }
+
+    let body = match (te_seen, length) {
+        (true, Some(_)) => return Err(RequestError::BadRequest("both Transfer-Encoding and Content-Length")),
+        (true, None) if http10 => return Err(RequestError::BadRequest("Transfer-Encoding in HTTP/1.0")),
+        (true, None) if chunked => BodyKind::Chunked,
+        (_, Some(0)) | (_, None) => BodyKind::None,
+        (_, Some(n)) => BodyKind::Length(n),
+    };
+    if let (BodyKind::Length(n), Some(max)) = (body, limits.max_body_bytes) {
+        if n > max {
+            return Err(RequestError::BodyTooLarge);
+        }
+    }
+    let keep_alive = if http10 { connection.keep_alive && !connection.close } else { !connection.close };
+    Ok(Request {
+        method,
+        method_token,
+        path,
+        query,
+        host,
+        http10,
+        body,
+        keep_alive,
+        expect_continue: expect_continue && !http10 && body != BodyKind::None,
+        connection,
+        headers,
+        head_len,
+    })
+}
+
+/// Splits the request target into (path, query, absolute-form authority).
+fn split_target(target: &[u8], method: Method) -> Result<(&[u8], &[u8], Option<&[u8]>), RequestError> {
+    if target == b"*" {
+        return if method == Method::Options {
+            Ok((b"*", b"", None))
+        } else {
+            Err(RequestError::BadRequest("asterisk-form outside OPTIONS"))
+        };
+    }
+    if target.contains(&b'#') {
+        return Err(RequestError::BadRequest("fragment in target"));
+    }
+    let (authority, rest) = match target.first() {
+        Some(b'/') => (None, target),
+        _ => {
+            let after = strip_prefix_ci(target, b"http://").ok_or(RequestError::BadRequest("invalid target"))?;
+            let end = after.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after.len());
+            let (auth, rest) = after.split_at(end);
+            if auth.is_empty() || !valid_host(auth) {
+                return Err(RequestError::BadRequest("invalid authority"));
+            }
+            (Some(auth), rest)
+        }
+    };
+    let q = rest.iter().position(|&b| b == b'?').unwrap_or(rest.len());
+    let (path, query) = rest.split_at(q);
+    // "http://host?x" has an empty path, which means "/".
+    let path: &[u8] = if path.is_empty() { b"/" } else { path };
+    Ok((path, query, authority))
+}
+
+fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2): reg-name / IPv4 / IP-literal,
+/// without userinfo, which has no place in a Host.
+fn valid_host(h: &[u8]) -> bool {
+    if h.len() > 255 {
+        return false;
+    }
+    let (name, port) = match h.iter().rposition(|&b| b == b':') {
+        Some(i) if !h[i..].contains(&b']') => (&h[..i], Some(&h[i + 1..])),
+        _ => (h, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit)) {
+        return false;
+    }
+    if let Some(inner) = name.strip_prefix(b"[").and_then(|n| n.strip_suffix(b"]")) {
+        return !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    }
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b'%'))
+}
+
+/// Writes the head the upstream receives: canonical start line with the
+/// routed `path`, the client's end-to-end fields in order, forwarding
+/// fields, and exactly one framing field.
+pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: IpAddr, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(req.method_token.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path);
+    out.extend_from_slice(req.query);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(req.host);
+    out.extend_from_slice(b"\r\n");
+    let mut forwarded_for = false;
+    for h in req.headers {
+        let name = h.name.as_bytes();
+        if req.connection.drops(name)
+            || name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
+        {
+            continue;
+        }
+        push_field(out, name, h.value);
+    }
+    // One X-Forwarded-For: the client's list (in order) plus the client.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
+        let v = trim_ows(h.value);
+        if !v.is_empty() {
+            if forwarded_for {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(v);
+            forwarded_for = true;
+        }
+    }
+    if forwarded_for {
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client}\r\nX-Forwarded-Proto: http\r\n");
+    match req.body {
+        BodyKind::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::UntilClose => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(trim_ows(value));
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests;

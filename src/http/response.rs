@@ -1,0 +1,160 @@
+//! Response heads from upstreams: validation (any doubt is a 502 and the
+//! upstream connection is discarded) and the head written to the client,
+//! re-framed for the client's HTTP version.
+
+use super::headers::{list_items, parse_content_length, ConnectionOptions};
+use super::request::push_field;
+use super::BodyKind;
+use std::io::Write;
+
+/// Why an upstream response was refused (always 502 to the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse(pub &'static str);
+
+#[derive(Debug)]
+pub struct Response<'b, 'h> {
+    pub status: u16,
+    pub reason: &'b str,
+    pub body: BodyKind,
+    /// The upstream will close (or must be closed) after this response.
+    pub upstream_close: bool,
+    pub connection: ConnectionOptions<'b>,
+    pub headers: &'h [httparse::Header<'b>],
+    pub head_len: usize,
+}
+
+impl Response<'_, '_> {
+    /// 1xx other than 101: informational, another head follows.
+    pub fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// Parses a complete response head to a request (`head_request`: the
+/// request was HEAD, so no body follows whatever the fields say).
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    slots: &'h mut [httparse::Header<'b>],
+    head_request: bool,
+) -> Result<Response<'b, 'h>, BadResponse> {
+    let mut resp = httparse::Response::new(slots);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(BadResponse("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many header fields")),
+        Err(_) => return Err(BadResponse("malformed head")),
+    };
+    let status = resp.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        return Err(BadResponse("invalid status code"));
+    }
+    let http10 = resp.version == Some(0);
+    let reason = resp.reason.unwrap_or("");
+    let headers: &'h [httparse::Header<'b>] = resp.headers;
+
+    let mut length: Option<u64> = None;
+    let mut te: Option<bool> = None;
+    let mut connection = ConnectionOptions::default();
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(h.value).ok_or(BadResponse("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(BadResponse("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te.is_some() {
+                return Err(BadResponse("repeated Transfer-Encoding"));
+            }
+            let mut items = list_items(h.value);
+            te = Some(matches!((items.next(), items.next()), (Some(c), None) if c.eq_ignore_ascii_case(b"chunked")));
+        } else if name.eq_ignore_ascii_case(b"connection") && !connection.add(h.value) {
+            return Err(BadResponse("Connection names too many fields"));
+        }
+    }
+    let bodyless = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let body = match (te, length) {
+        (Some(_), Some(_)) => return Err(BadResponse("both Transfer-Encoding and Content-Length")),
+        _ if bodyless => BodyKind::None,
+        (Some(true), None) => BodyKind::Chunked,
+        // A coding we cannot decode: the body runs until close (RFC 9112 §6.3).
+        (Some(false), None) => BodyKind::UntilClose,
+        (None, Some(0)) => BodyKind::None,
+        (None, Some(n)) => BodyKind::Length(n),
+        (None, None) => BodyKind::UntilClose,
+    };
+    let upstream_close = connection.close
+        || (http10 && !connection.keep_alive)
+        || body == BodyKind::UntilClose
+        || te == Some(false);
+    Ok(Response { status, reason, body, upstream_close, connection, headers, head_len })
+}
+
+/// How the client will receive the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    None,
+    Length(u64),
+    Chunked,
+    /// Close-delimited: only for HTTP/1.0 clients.
+    UntilClose,
+}
+
+/// Chooses the client-side framing for an upstream body.
+pub fn client_framing(body: BodyKind, client_http10: bool) -> ClientFraming {
+    match body {
+        BodyKind::None => ClientFraming::None,
+        BodyKind::Length(n) => ClientFraming::Length(n),
+        BodyKind::Chunked | BodyKind::UntilClose if client_http10 => ClientFraming::UntilClose,
+        BodyKind::Chunked | BodyKind::UntilClose => ClientFraming::Chunked,
+    }
+}
+
+/// Writes the head the client receives. `keep_alive` is whether the client
+/// connection stays open afterwards; `bodyless_length` keeps the upstream's
+/// Content-Length on HEAD/304 answers, where it describes the resource.
+pub fn write_client_head(
+    resp: &Response<'_, '_>,
+    framing: ClientFraming,
+    client_http10: bool,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let reason = if resp.reason.is_empty() { "-" } else { resp.reason };
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason);
+    for h in resp.headers {
+        let name = h.name.as_bytes();
+        if resp.connection.drops(name) {
+            // Content-Length on a bodyless answer is metadata, not framing.
+            let keep = framing == ClientFraming::None
+                && resp.body == BodyKind::None
+                && name.eq_ignore_ascii_case(b"content-length")
+                && resp.status != 204
+                && !(100..200).contains(&resp.status);
+            if !keep {
+                continue;
+            }
+        }
+        push_field(out, name, h.value);
+    }
+    match framing {
+        ClientFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientFraming::None | ClientFraming::UntilClose => {}
+    }
+    if !resp.is_informational() {
+        match (keep_alive, client_http10) {
+            (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
+            (true, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+            (true, false) => {}
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests;

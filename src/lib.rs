@@ -1,0 +1,13 @@
+//! ringway: a thread-per-core io_uring HTTP/1.1 load balancer and reverse
+//! proxy. `runtime` starts the workers; each accepted connection becomes a
+//! `proxy::Session`, which parses with `http`, routes with `router`, and
+//! forwards over `upstream` pools. `config` turns the TOML file into the
+//! typed snapshot all of them read.
+
+pub mod backend;
+pub mod config;
+pub mod http;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod upstream;

@@ -1,0 +1,185 @@
+//! The `ringway` command line: run the proxy, check a config, run the demo,
+//! or run one demo backend.
+
+use clap::{Parser, Subcommand};
+use ringway::config::Config;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The seed configuration, embedded for `ringway demo`.
+const SEED_CONFIG: &str = include_str!("../examples/seed.toml");
+const DEFAULT_CONFIG: &str = "ringway.toml";
+const DEMO_PORTS: [u16; 4] = [2222, 3333, 4444, 5555];
+
+#[derive(Parser)]
+#[command(name = "ringway", version, about = "A thread-per-core io_uring HTTP/1.1 load balancer")]
+struct Cli {
+    /// Config file to run with (default: ./ringway.toml).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and exit: 0 if good, 1 with the file, line and key otherwise.
+    Check,
+    /// Start four demo backends (127.0.0.1:2222/3333/4444/5555) and the proxy with the seed config.
+    Demo,
+    /// Run one demo backend that answers like the seed's app.
+    Backend {
+        /// Port to listen on (127.0.0.1 unless --bind is given).
+        #[arg(long)]
+        port: u16,
+        /// Address to bind instead of 127.0.0.1.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// App ID in the answers (default: the port).
+        #[arg(long)]
+        app_id: Option<u16>,
+    },
+}
+
+fn init_logging(level: Option<&str>) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Info);
+    if let Some(level) = level.and_then(|l| l.parse().ok()) {
+        builder.filter_level(level);
+    }
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    let _ = builder.try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => check(&config_path(cli.config)),
+        Some(Command::Demo) => demo(),
+        Some(Command::Backend { port, bind, threads, app_id }) => {
+            init_logging(None);
+            match ringway::backend::start(SocketAddr::new(bind, port), threads, app_id) {
+                Ok((addr, handles)) => {
+                    println!("ringway backend listening on {addr}");
+                    let _ = std::io::stdout().flush();
+                    handles.into_iter().for_each(|h| drop(h.join()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringway backend: cannot listen on {bind}:{port}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            let path = config_path(cli.config);
+            if !path.exists() {
+                eprintln!(
+                    "ringway: no config at {}.\n  Try the demo:      ringway demo\n  Run with a config: ringway --config examples/seed.toml\n  Validate a config: ringway check --config FILE",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            match Config::load(&path) {
+                Ok(config) => run(config),
+                Err(e) => {
+                    eprintln!("ringway: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} listeners, {} upstreams, {} servers)",
+                path.display(),
+                c.listeners.len(),
+                c.upstreams.len(),
+                c.servers.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(config.runtime.log_level.as_deref());
+    let threads = config.runtime.threads;
+    match ringway::runtime::start(Arc::new(config)) {
+        Ok(running) => {
+            log::info!("{} workers, driver: {}", threads, running.drivers.first().map_or("?", |d| d.as_str()));
+            if running.drivers.iter().any(|d| d == "epoll") && running.drivers.iter().any(|d| d != "epoll") {
+                log::warn!("workers run on different drivers: {:?}", running.drivers);
+            }
+            for (name, addr) in &running.listeners {
+                println!("ringway listening name={name} addr={addr}");
+            }
+            let _ = std::io::stdout().flush();
+            running.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            init_logging(None);
+            log::error!("cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    init_logging(None);
+    let mut handles = Vec::new();
+    for port in DEMO_PORTS {
+        match ringway::backend::start(SocketAddr::from(([127, 0, 0, 1], port)), 1, None) {
+            Ok((_, h)) => handles.extend(h),
+            Err(e) => {
+                log::error!("demo backend on 127.0.0.1:{port}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let config = match Config::parse(Path::new("examples/seed.toml (embedded)"), SEED_CONFIG) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("embedded seed config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match ringway::runtime::start(Arc::new(config)) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("cannot start the proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("ringway demo: backends on 127.0.0.1:{DEMO_PORTS:?}, driver {}", running.drivers.first().map_or("?", |d| d.as_str()));
+    for (name, addr) in &running.listeners {
+        println!("ringway listening name={name} addr={addr}");
+    }
+    println!(
+        "\nTry:\n  curl http://127.0.0.1:8080/        # hello from a lightweight container. App ID = 2222, then 3333, 4444, 5555\n  curl http://127.0.0.1:8080/app1    # this is app1. App ID = 2222 / 3333\n  curl http://127.0.0.1:8080/app2    # this is app2. App ID = 4444 / 5555\n  curl -i http://127.0.0.1:8080/admin   # 403 Forbidden on the public listener\n  curl http://127.0.0.1:8081/admin   # admin page. App ID = ... (internal listener)\n\nCtrl-C stops the demo."
+    );
+    let _ = std::io::stdout().flush();
+    running.wait();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,96 @@
+//! `ConnBuf`: a connection's read buffer. Bytes live in `buf[start..]`;
+//! reads append into the spare capacity (monoio reads write from the start
+//! of the buffer they are given, so we hand them `slice_mut(len..cap)`), and
+//! consumed bytes advance `start`, so pipelined bytes stay where they are.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use std::io;
+
+#[derive(Debug, Default)]
+pub struct ConnBuf {
+    buf: Vec<u8>,
+    start: usize,
+    /// Growth stops here; a head that does not fit is refused by its limit.
+    max: usize,
+}
+
+impl ConnBuf {
+    pub fn new(capacity: usize, max: usize) -> Self {
+        ConnBuf { buf: Vec::with_capacity(capacity), start: 0, max: max.max(capacity) }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Makes room for at least one more byte: compacts, then grows up to `max`.
+    fn reserve(&mut self) -> io::Result<()> {
+        if self.buf.len() < self.buf.capacity() {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+            return Ok(());
+        }
+        let cap = self.buf.capacity();
+        if cap >= self.max {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "connection buffer full"));
+        }
+        self.buf.reserve_exact((cap.max(1024) * 2).min(self.max) - cap);
+        Ok(())
+    }
+
+    /// Reads once from `stream`, appending. `Ok(0)` is end of stream.
+    pub async fn fill<S: AsyncReadRent>(&mut self, stream: &mut S) -> io::Result<usize> {
+        self.reserve()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Writes the first `n` buffered bytes to `stream` and consumes them.
+    pub async fn write_to<S: AsyncWriteRentExt>(&mut self, stream: &mut S, n: usize) -> io::Result<()> {
+        let n = n.min(self.len());
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = stream.write_all(buf.slice(self.start..self.start + n)).await;
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// Drops all buffered bytes.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+}
+
+/// Writes all of `out` (a reused buffer) to `stream` and clears it.
+pub async fn write_out<S: AsyncWriteRentExt>(stream: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
+    let buf = std::mem::take(out);
+    let (res, mut buf) = stream.write_all(buf).await;
+    buf.clear();
+    *out = buf;
+    res.map(drop)
+}

@@ -1,0 +1,118 @@
+//! The proxy's error boundary: every failure names the side that failed and
+//! maps to exactly one status code (or none, when no answer can be sent)
+//! and one retry decision.
+
+use crate::http::chunked::ChunkError;
+use crate::http::request::RequestError;
+
+/// Which side of the proxy failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+/// Whether another attempt may be made for the same request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    /// Nothing reached the upstream: any method may go to the next server.
+    NextServer,
+    /// A reused idle connection died before answering: safe to replay an
+    /// idempotent, bodyless request once on a fresh connection.
+    IfReplayable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The request head was refused.
+    Request(RequestError),
+    /// The head did not arrive within `client_header`.
+    ClientHeaderTimeout,
+    /// The client stalled mid-body or while we wrote to it.
+    ClientTimeout,
+    /// The client closed or reset; nobody is left to answer.
+    ClientGone,
+    /// The client's chunked body was malformed.
+    ClientBody(ChunkError),
+    /// The client's body exceeded `max_body_bytes`.
+    ClientBodyTooLarge,
+    /// No connection to the server could be made.
+    Connect,
+    /// The upstream did not answer within `upstream_response`.
+    UpstreamTimeout,
+    /// The upstream closed or reset; `reused` says the connection came
+    /// from the pool, `answered` whether any response byte had arrived.
+    UpstreamGone { reused: bool, answered: bool },
+    /// The upstream sent something that is not a valid response.
+    BadResponse(&'static str),
+    /// The upstream's chunked body was malformed.
+    UpstreamBody(ChunkError),
+}
+
+impl ProxyError {
+    pub fn side(self) -> Side {
+        match self {
+            ProxyError::Request(_)
+            | ProxyError::ClientHeaderTimeout
+            | ProxyError::ClientTimeout
+            | ProxyError::ClientGone
+            | ProxyError::ClientBody(_)
+            | ProxyError::ClientBodyTooLarge => Side::Client,
+            ProxyError::Connect
+            | ProxyError::UpstreamTimeout
+            | ProxyError::UpstreamGone { .. }
+            | ProxyError::BadResponse(_)
+            | ProxyError::UpstreamBody(_) => Side::Upstream,
+        }
+    }
+
+    /// The status to answer with, if no response byte has been sent yet.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            ProxyError::Request(e) => Some(e.status()),
+            ProxyError::ClientHeaderTimeout => Some(408),
+            ProxyError::ClientTimeout | ProxyError::ClientGone => None,
+            ProxyError::ClientBody(_) => Some(400),
+            ProxyError::ClientBodyTooLarge => Some(413),
+            ProxyError::Connect
+            | ProxyError::UpstreamGone { .. }
+            | ProxyError::BadResponse(_)
+            | ProxyError::UpstreamBody(_) => Some(502),
+            ProxyError::UpstreamTimeout => Some(504),
+        }
+    }
+
+    pub fn retry(self) -> Retry {
+        match self {
+            ProxyError::Connect => Retry::NextServer,
+            ProxyError::UpstreamGone { reused: true, answered: false } => Retry::IfReplayable,
+            _ => Retry::No,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_status_and_side() {
+        assert_eq!(ProxyError::Request(RequestError::TooManyHeaders).status(), Some(431));
+        assert_eq!(ProxyError::ClientHeaderTimeout.status(), Some(408));
+        assert_eq!(ProxyError::UpstreamTimeout.status(), Some(504));
+        assert_eq!(ProxyError::Connect.side(), Side::Upstream);
+        assert_eq!(ProxyError::ClientGone.status(), None);
+        assert_eq!(ProxyError::ClientBody(ChunkError::BadSize).side(), Side::Client);
+    }
+
+    #[test]
+    fn only_safe_failures_retry() {
+        assert_eq!(ProxyError::Connect.retry(), Retry::NextServer);
+        assert_eq!(ProxyError::UpstreamGone { reused: true, answered: false }.retry(), Retry::IfReplayable);
+        assert_eq!(ProxyError::UpstreamGone { reused: false, answered: false }.retry(), Retry::No);
+        assert_eq!(ProxyError::UpstreamGone { reused: true, answered: true }.retry(), Retry::No);
+        assert_eq!(ProxyError::UpstreamTimeout.retry(), Retry::No);
+        assert_eq!(ProxyError::BadResponse("x").retry(), Retry::No);
+    }
+}

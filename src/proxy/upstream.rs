@@ -1,0 +1,212 @@
+//! The upstream half of an exchange: pick a server, get a pooled or new
+//! connection, send the request, relay the response, and return the
+//! connection to the pool only when the exchange ended cleanly.
+
+use super::body::{Encode, Relay, RelayError};
+use super::buf::write_out;
+use super::error::{ProxyError, Retry};
+use super::local::CONTINUE;
+use super::{Exchange, Next, Session};
+use crate::config::MAX_HEADERS_CEILING;
+use crate::http::head::HeadError;
+use crate::http::request::Method;
+use crate::http::response::{self, client_framing, ClientFraming};
+use crate::http::BodyKind;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use monoio::time::timeout;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How one attempt on one upstream connection ended.
+struct Done {
+    upstream_reusable: bool,
+    client_keep_alive: bool,
+}
+
+async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
+    match timeout(limit, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        _ => Err(ProxyError::Connect),
+    }
+}
+
+impl Session {
+    pub(super) async fn proxy(&mut self, upstream: usize, x: Exchange) -> Result<Next, ProxyError> {
+        let worker = Rc::clone(&self.worker);
+        let up = &worker.config.upstreams[upstream];
+        let connect_limit = worker.config.timeouts.upstream_connect;
+        let first = up.pick();
+        let mut tries = 0;
+        let mut fresh_only = false;
+        loop {
+            let server = up.nth_after(first, tries);
+            let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id) };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => match connect(server.addr, connect_limit).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::warn!("upstream {} server {}: connect failed", up.name, server.addr);
+                        tries += 1;
+                        if tries < up.servers.len() {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                },
+            };
+            match self.forward(&mut conn, x, reused).await {
+                Ok(done) => {
+                    if done.upstream_reusable {
+                        worker.pools.borrow_mut().checkin(server.id, conn, up.keepalive);
+                    }
+                    return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
+                }
+                Err(e) => {
+                    let replayable = x.body == BodyKind::None && x.method.is_idempotent() && !self.response_started;
+                    if e.retry() == Retry::IfReplayable && replayable && !fresh_only {
+                        // The backend closed an idle connection as we reused
+                        // it; one retry on a fresh connection is safe.
+                        fresh_only = true;
+                        self.ubuf.clear();
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One attempt: request out, response back.
+    async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
+        let t = self.worker.config.timeouts;
+        let gone = ProxyError::UpstreamGone { reused, answered: false };
+        let head = std::mem::take(&mut self.uhead);
+        let (res, head) = match timeout(t.upstream_send, up.write_all(head)).await {
+            Ok(r) => r,
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+        };
+        self.uhead = head;
+        res.map_err(|_| gone)?;
+
+        if x.body != BodyKind::None {
+            if x.expect_continue && self.cbuf.is_empty() {
+                self.out.clear();
+                self.out.extend_from_slice(CONTINUE);
+                self.send_out().await?;
+            }
+            let enc = if x.body == BodyKind::Chunked { Encode::Chunked } else { Encode::Raw };
+            let mut relay = Relay {
+                src: &mut self.client,
+                srcbuf: &mut self.cbuf,
+                dst: up,
+                out: &mut self.out,
+                read_timeout: t.client_body,
+                write_timeout: t.upstream_send,
+                max_bytes: self.worker.config.limits.max_body_bytes,
+            };
+            relay.run(x.body, enc).await.map_err(|e| match e {
+                RelayError::SrcIo | RelayError::SrcEof => ProxyError::ClientGone,
+                RelayError::SrcTimeout => ProxyError::ClientTimeout,
+                RelayError::SrcFraming(c) => ProxyError::ClientBody(c),
+                RelayError::TooLarge => ProxyError::ClientBodyTooLarge,
+                RelayError::DstIo => ProxyError::UpstreamGone { reused, answered: false },
+                RelayError::DstTimeout => ProxyError::UpstreamTimeout,
+            })?;
+        }
+
+        let (body, framing, upstream_close, keep_alive) = self.read_response_head(up, x, reused).await?;
+        self.send_out().await?;
+        self.response_started = true;
+
+        let enc = if framing == ClientFraming::Chunked { Encode::Chunked } else { Encode::Raw };
+        let mut relay = Relay {
+            src: up,
+            srcbuf: &mut self.ubuf,
+            dst: &mut self.client,
+            out: &mut self.out,
+            read_timeout: t.upstream_response,
+            write_timeout: t.client_send,
+            max_bytes: None,
+        };
+        relay.run(body, enc).await.map_err(|e| match e {
+            RelayError::SrcIo | RelayError::SrcEof => ProxyError::UpstreamGone { reused, answered: true },
+            RelayError::SrcTimeout => ProxyError::UpstreamTimeout,
+            RelayError::SrcFraming(c) => ProxyError::UpstreamBody(c),
+            RelayError::TooLarge => ProxyError::BadResponse("body too large"),
+            RelayError::DstIo | RelayError::DstTimeout => ProxyError::ClientGone,
+        })?;
+        let upstream_reusable = !upstream_close && self.ubuf.is_empty();
+        self.ubuf.clear();
+        Ok(Done { upstream_reusable, client_keep_alive: keep_alive })
+    }
+
+    async fn send_out(&mut self) -> Result<(), ProxyError> {
+        match timeout(self.worker.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ProxyError::ClientGone),
+            Err(_) => Err(ProxyError::ClientTimeout),
+        }
+    }
+
+    /// Reads the final response head (relaying 1xx to HTTP/1.1 clients) and
+    /// writes the client's version of it into `out`.
+    async fn read_response_head(
+        &mut self,
+        up: &mut TcpStream,
+        x: Exchange,
+        reused: bool,
+    ) -> Result<(BodyKind, ClientFraming, bool, bool), ProxyError> {
+        let wait = self.worker.config.timeouts.upstream_response;
+        let max = self.worker.config.limits.max_header_bytes;
+        self.scanner.reset();
+        loop {
+            let head_len = loop {
+                if !self.ubuf.is_empty() {
+                    match self.scanner.scan(self.ubuf.data(), max) {
+                        Ok(Some(n)) => break n,
+                        Ok(None) => {}
+                        Err(HeadError::BareLf) => return Err(ProxyError::BadResponse("bare LF in head")),
+                        Err(HeadError::TooLarge) => return Err(ProxyError::BadResponse("head too large")),
+                    }
+                }
+                match timeout(wait, self.ubuf.fill(up)).await {
+                    Err(_) => return Err(ProxyError::UpstreamTimeout),
+                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(_) => {
+                        return Err(ProxyError::UpstreamGone { reused, answered: !self.ubuf.is_empty() });
+                    }
+                }
+            };
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+            let resp = response::parse(&self.ubuf.data()[..head_len], &mut slots, x.method == Method::Head)
+                .map_err(|e| ProxyError::BadResponse(e.0))?;
+            if resp.status == 101 {
+                return Err(ProxyError::BadResponse("101 to a request that did not upgrade"));
+            }
+            if resp.is_informational() {
+                if !x.http10 {
+                    response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
+                    self.ubuf.consume(head_len);
+                    self.send_out().await?;
+                } else {
+                    self.ubuf.consume(head_len);
+                }
+                self.scanner.reset();
+                continue;
+            }
+            let framing = client_framing(resp.body, x.http10);
+            let keep_alive = x.keep_alive && framing != ClientFraming::UntilClose;
+            response::write_client_head(&resp, framing, x.http10, keep_alive, &mut self.out);
+            let result = (resp.body, framing, resp.upstream_close, keep_alive);
+            self.ubuf.consume(head_len);
+            return Ok(result);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Listening sockets. Every worker gets its own socket per listener, all
+//! bound to the same address with `SO_REUSEPORT`, so the kernel spreads
+//! connections over workers with no accept thread and no hand-off.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+
+/// Accept queue length per socket.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// One `SO_REUSEPORT` socket bound to `addr`.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// `count` sockets for one listener. Port 0 is resolved by the first bind,
+/// and the rest join that port.
+pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = bind_reuseport(addr)?;
+    let actual = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_reuseport(actual)?);
+    }
+    Ok((actual, sockets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_shares_one_ephemeral_port() {
+        let (addr, socks) = bind_group("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        assert_ne!(addr.port(), 0);
+        assert_eq!(socks.len(), 3);
+        for s in &socks {
+            assert_eq!(s.local_addr().expect("local"), addr);
+        }
+    }
+}

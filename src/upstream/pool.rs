@@ -1,0 +1,87 @@
+//! Per-worker keep-alive pools, one per backend server. Each worker owns its
+//! pools outright (no sharing, no locks). Idle connections live in a `slab`
+//! so that an entry can be dropped by key; checkout is most-recent-first,
+//! because the most recently used connection is the least likely to have
+//! been closed by the backend's own idle timeout.
+
+use monoio::net::TcpStream;
+use slab::Slab;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+pub struct PooledConn {
+    pub stream: TcpStream,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct ServerPool {
+    idle: Slab<PooledConn>,
+    /// Slab keys, least recently used first.
+    order: Vec<usize>,
+}
+
+/// All of one worker's pools, indexed by `Server::id`.
+pub struct UpstreamPools {
+    pools: Vec<ServerPool>,
+    idle_timeout: Duration,
+}
+
+/// Whether an idle connection can still carry a request: the backend has not
+/// closed it and has sent nothing unsolicited.
+fn still_usable(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv into one valid, writable byte on a socket fd we own; the
+    // flags make it non-blocking and non-consuming.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
+impl UpstreamPools {
+    pub fn new(servers: usize, idle_timeout: Duration) -> Self {
+        UpstreamPools {
+            pools: (0..servers).map(|_| ServerPool::default()).collect(),
+            idle_timeout,
+        }
+    }
+
+    /// An idle connection to server `id`, most recent first. Connections the
+    /// backend closed, or that carry unsolicited bytes, or that sat idle past
+    /// the timeout are dropped on the way.
+    pub fn checkout(&mut self, id: usize) -> Option<TcpStream> {
+        let pool = self.pools.get_mut(id)?;
+        while let Some(key) = pool.order.pop() {
+            let conn = pool.idle.remove(key);
+            if conn.idle_since.elapsed() < self.idle_timeout && still_usable(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last exchange ended cleanly. Beyond
+    /// `keepalive` idle connections the oldest is closed.
+    pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize) {
+        let Some(pool) = self.pools.get_mut(id) else { return };
+        if keepalive == 0 {
+            return;
+        }
+        if pool.order.len() >= keepalive {
+            let oldest = pool.order.remove(0);
+            pool.idle.remove(oldest);
+        }
+        let key = pool.idle.insert(PooledConn { stream, idle_since: Instant::now() });
+        pool.order.push(key);
+    }
+
+    pub fn idle_count(&self, id: usize) -> usize {
+        self.pools.get(id).map_or(0, |p| p.order.len())
+    }
+}
