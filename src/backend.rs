@@ -15,12 +15,8 @@ use monoio::net::{TcpListener, TcpStream};
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 
-const LIMITS: Limits = Limits {
-    max_header_bytes: 16 * 1024,
-    max_headers: 100,
-    max_target_bytes: 8 * 1024,
-    max_body_bytes: None,
-};
+const LIMITS: Limits =
+    Limits { max_header_bytes: 16 * 1024, max_headers: 100, max_target_bytes: 8 * 1024, max_body_bytes: None };
 
 /// Prebuilt answers for one App ID.
 pub struct DemoApp {
@@ -32,12 +28,7 @@ pub struct DemoApp {
 
 impl DemoApp {
     pub fn new(app_id: u16) -> Self {
-        let texts = [
-            "hello from a lightweight container",
-            "this is app1",
-            "this is app2",
-            "admin page",
-        ];
+        let texts = ["hello from a lightweight container", "this is app1", "this is app2", "admin page"];
         let mut routes = Router::new();
         for (i, prefix) in ["/", "/app1", "/app2", "/admin"].iter().enumerate() {
             // Static, distinct, valid prefixes: a failure here is a bug.
@@ -47,16 +38,13 @@ impl DemoApp {
             .iter()
             .map(|t| {
                 let body = format!("{t}. App ID = {app_id}\n");
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
                 let head_len = head.len();
                 ((head + &body).into_bytes(), head_len)
             })
             .collect();
-        let bad_request =
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+        let bad_request = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
         DemoApp { routes, responses, bad_request }
     }
 
@@ -199,7 +187,12 @@ pub fn start(
     let mut handles = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
         let handle = std::thread::Builder::new().name(format!("backend-{}-{i}", bound.port())).spawn(move || {
-            let ring = RingConfig { entries: DEFAULT_RING_ENTRIES, coop_taskrun: true, defer_taskrun: true, sqpoll_idle: None };
+            let ring = RingConfig {
+                entries: DEFAULT_RING_ENTRIES,
+                coop_taskrun: true,
+                defer_taskrun: true,
+                sqpoll_idle: None,
+            };
             let mut rt = match crate::runtime::ring::build(Driver::Auto, &ring) {
                 Ok(rt) => rt,
                 Err(e) => {

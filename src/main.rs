@@ -172,7 +172,10 @@ fn demo() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("ringway demo: backends on 127.0.0.1:{DEMO_PORTS:?}, driver {}", running.drivers.first().map_or("?", |d| d.as_str()));
+    println!(
+        "ringway demo: backends on 127.0.0.1:{DEMO_PORTS:?}, driver {}",
+        running.drivers.first().map_or("?", |d| d.as_str())
+    );
     for (name, addr) in &running.listeners {
         println!("ringway listening name={name} addr={addr}");
     }

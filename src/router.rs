@@ -43,27 +43,19 @@ struct Node<T> {
 
 impl<T> Node<T> {
     fn new(seg: Box<[u8]>) -> Self {
-        Node {
-            seg,
-            value: None,
-            children: Vec::new(),
-        }
+        Node { seg, value: None, children: Vec::new() }
     }
 
     /// Binary search among children; `seg` may be in any case.
     fn find(&self, seg: &[u8]) -> Result<usize, usize> {
-        self.children
-            .binary_search_by(|child| cmp_folded(&child.seg, seg))
+        self.children.binary_search_by(|child| cmp_folded(&child.seg, seg))
     }
 }
 
 /// Compares an already-lowercased key with a segment of any case without
 /// allocating a lowercased copy.
 fn cmp_folded(lower: &[u8], seg: &[u8]) -> Ordering {
-    lower
-        .iter()
-        .copied()
-        .cmp(seg.iter().map(u8::to_ascii_lowercase))
+    lower.iter().copied().cmp(seg.iter().map(u8::to_ascii_lowercase))
 }
 
 #[derive(Debug)]
@@ -80,10 +72,7 @@ impl<T> Default for Router<T> {
 
 impl<T> Router<T> {
     pub fn new() -> Self {
-        Router {
-            root: Node::new(Box::default()),
-            len: 0,
-        }
+        Router { root: Node::new(Box::default()), len: 0 }
     }
 
     /// `prefix` must start with '/'; a trailing '/' (other than the root "/") is dropped so "/app1/" == "/app1".
@@ -341,22 +330,14 @@ mod tests {
     fn bad_prefixes() {
         let mut r: Router<u8> = Router::new();
         for p in ["app1", "", "*", "http://x/"] {
-            assert_eq!(
-                r.insert(p, 0),
-                Err(RouterError::NotAbsolute(p.to_string())),
-                "{p:?}"
-            );
+            assert_eq!(r.insert(p, 0), Err(RouterError::NotAbsolute(p.to_string())), "{p:?}");
         }
         let bad = [
-            "//", "/a//b", "/a//", "/.", "/..", "/a/./b", "/a/../b", "/a?", "/a#b", "/a%20b",
-            "/%61", "/a b", "/a\\b", "/é",
+            "//", "/a//b", "/a//", "/.", "/..", "/a/./b", "/a/../b", "/a?", "/a#b", "/a%20b", "/%61", "/a b", "/a\\b",
+            "/é",
         ];
         for p in bad {
-            assert_eq!(
-                r.insert(p, 0),
-                Err(RouterError::BadPrefix(p.to_string())),
-                "{p:?}"
-            );
+            assert_eq!(r.insert(p, 0), Err(RouterError::BadPrefix(p.to_string())), "{p:?}");
         }
         assert!(r.is_empty());
         // Rejections must not leave valueless nodes that change later behaviour.
@@ -370,15 +351,7 @@ mod tests {
     #[test]
     fn odd_lookup_inputs_do_not_panic() {
         let r = seed();
-        for p in [
-            &b""[..],
-            b"/",
-            b"//",
-            b"///app1",
-            b"/app1//x",
-            b"/\xff\xfe",
-            b"/app1?x",
-        ] {
+        for p in [&b""[..], b"/", b"//", b"///app1", b"/app1//x", b"/\xff\xfe", b"/app1?x"] {
             let _ = r.lookup(p);
         }
         assert_eq!(get(&r, "/app1?x"), Some(("all", 0)));

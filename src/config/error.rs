@@ -17,7 +17,13 @@ impl ConfigError {
         ConfigError { file: file.to_path_buf(), line: None, key: None, message }
     }
 
-    pub(super) fn at(file: &Path, text: &str, offset: Option<usize>, key: Option<&str>, message: impl Into<String>) -> Self {
+    pub(super) fn at(
+        file: &Path,
+        text: &str,
+        offset: Option<usize>,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError {
             file: file.to_path_buf(),
             line: offset.map(|o| line_col(text, o)),
@@ -32,6 +38,27 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
     (line, col)
+}
+
+/// The dotted key written on the line holding `offset`, under the nearest
+/// table header above it. `toml` reports the position of a bad value or key
+/// but not its name, so we read it back from the text.
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_owned());
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        let inner = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]"));
+        inner.or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']'))).map(str::trim)
+    });
+    match (table, key) {
+        (Some(t), Some(k)) if !k.is_empty() && !k.starts_with('{') => Some(format!("{t}.{k}")),
+        (None, Some(k)) if !k.is_empty() && !k.starts_with('{') => Some(k),
+        (Some(t), _) => Some(t.to_owned()),
+        _ => None,
+    }
 }
 
 impl fmt::Display for ConfigError {

@@ -120,15 +120,16 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
         Config::parse(path, &text)
     }
 
     /// Validates config text; `source` names the file in errors.
     pub fn parse(source: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigError::at(source, text, e.span().map(|s| s.start), None, e.message())
+            let at = e.span().map(|s| s.start);
+            let key = at.and_then(|o| error::key_at(text, o));
+            ConfigError::at(source, text, at, key.as_deref(), e.message())
         })?;
         Builder { source, text }.build(raw)
     }
@@ -173,21 +174,14 @@ impl Builder<'_> {
                 "at least one [[listeners]] entry is required",
             ));
         }
-        Ok(Config {
-            source: self.source.to_path_buf(),
-            runtime,
-            limits,
-            timeouts,
-            upstreams,
-            listeners,
-            servers,
-        })
+        Ok(Config { source: self.source.to_path_buf(), runtime, limits, timeouts, upstreams, listeners, servers })
     }
 
     fn runtime(&self, r: &raw::RawRuntime) -> Result<RuntimeConfig, ConfigError> {
         let threads = match &r.threads {
-            Some(t) => NonZeroUsize::new(*t.get_ref())
-                .ok_or_else(|| self.err(t, "runtime.threads", "must be at least 1"))?,
+            Some(t) => {
+                NonZeroUsize::new(*t.get_ref()).ok_or_else(|| self.err(t, "runtime.threads", "must be at least 1"))?
+            }
             None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
         };
         let driver = match &r.driver {
@@ -196,9 +190,7 @@ impl Builder<'_> {
                 "auto" => Driver::Auto,
                 "io_uring" => Driver::IoUring,
                 "epoll" => Driver::Epoll,
-                _ => {
-                    return Err(self.err(d, "runtime.driver", "expected \"auto\", \"io_uring\" or \"epoll\""))
-                }
+                _ => return Err(self.err(d, "runtime.driver", "expected \"auto\", \"io_uring\" or \"epoll\"")),
             },
         };
         let entries = match &r.ring_entries {
@@ -208,11 +200,7 @@ impl Builder<'_> {
             Some(e) => *e.get_ref(),
             None => DEFAULT_RING_ENTRIES,
         };
-        let sqpoll_idle = r
-            .sqpoll_idle
-            .as_ref()
-            .map(|s| self.duration(s, "runtime.sqpoll_idle"))
-            .transpose()?;
+        let sqpoll_idle = r.sqpoll_idle.as_ref().map(|s| self.duration(s, "runtime.sqpoll_idle")).transpose()?;
         let read_buffer = match &r.read_buffer {
             Some(b) if !(1024..=1 << 20).contains(b.get_ref()) => {
                 return Err(self.err(b, "runtime.read_buffer", "must be from 1024 to 1048576 bytes"))
@@ -250,9 +238,21 @@ impl Builder<'_> {
             None => Ok(default),
         };
         Ok(Limits {
-            max_header_bytes: bounded(&l.max_header_bytes, "limits.max_header_bytes", 1024, 1 << 20, DEFAULT_MAX_HEADER_BYTES)?,
+            max_header_bytes: bounded(
+                &l.max_header_bytes,
+                "limits.max_header_bytes",
+                1024,
+                1 << 20,
+                DEFAULT_MAX_HEADER_BYTES,
+            )?,
             max_headers: bounded(&l.max_headers, "limits.max_headers", 1, MAX_HEADERS_CEILING, DEFAULT_MAX_HEADERS)?,
-            max_target_bytes: bounded(&l.max_target_bytes, "limits.max_target_bytes", 16, 1 << 20, DEFAULT_MAX_TARGET_BYTES)?,
+            max_target_bytes: bounded(
+                &l.max_target_bytes,
+                "limits.max_target_bytes",
+                16,
+                1 << 20,
+                DEFAULT_MAX_TARGET_BYTES,
+            )?,
             max_body_bytes: l.max_body_bytes.as_ref().map(|b| *b.get_ref()),
         })
     }
@@ -276,7 +276,11 @@ impl Builder<'_> {
             client_body: get(&t.client_body, "timeouts.client_body", DEFAULT_CLIENT_BODY_TIMEOUT)?,
             client_send: get(&t.client_send, "timeouts.client_send", DEFAULT_CLIENT_SEND_TIMEOUT)?,
             upstream_connect: get(&t.upstream_connect, "timeouts.upstream_connect", DEFAULT_UPSTREAM_CONNECT_TIMEOUT)?,
-            upstream_response: get(&t.upstream_response, "timeouts.upstream_response", DEFAULT_UPSTREAM_RESPONSE_TIMEOUT)?,
+            upstream_response: get(
+                &t.upstream_response,
+                "timeouts.upstream_response",
+                DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
+            )?,
             upstream_send: get(&t.upstream_send, "timeouts.upstream_send", DEFAULT_UPSTREAM_SEND_TIMEOUT)?,
         })
     }
@@ -333,15 +337,21 @@ impl Builder<'_> {
                 (Some(u), None) => match upstreams.get(u.get_ref()) {
                     Some(&i) => RouteAction::Proxy { upstream: i, strip_prefix: r.strip_prefix },
                     None => {
-                        return Err(self.err(u, "listeners.routes.upstream", format!("unknown upstream `{}`", u.get_ref())))
+                        return Err(self.err(
+                            u,
+                            "listeners.routes.upstream",
+                            format!("unknown upstream `{}`", u.get_ref()),
+                        ))
                     }
                 },
                 (None, Some(s)) if (200..=599).contains(s.get_ref()) => RouteAction::Status(*s.get_ref()),
-                (None, Some(s)) => {
-                    return Err(self.err(s, "listeners.routes.status", "must be from 200 to 599"))
-                }
+                (None, Some(s)) => return Err(self.err(s, "listeners.routes.status", "must be from 200 to 599")),
                 _ => {
-                    return Err(self.err(&r.prefix, "listeners.routes", "a route needs exactly one of `upstream` or `status`"))
+                    return Err(self.err(
+                        &r.prefix,
+                        "listeners.routes",
+                        "a route needs exactly one of `upstream` or `status`",
+                    ))
                 }
             };
             routes

@@ -90,10 +90,7 @@ enum State {
     Failed(ChunkError),
 }
 
-const SIZE_START: State = State::Size {
-    digits: 0,
-    value: 0,
-};
+const SIZE_START: State = State::Size { digits: 0, value: 0 };
 
 /// Incremental chunked-body decoder; holds no input, only framing state.
 #[derive(Debug, Clone)]
@@ -138,16 +135,9 @@ impl ChunkedDecoder {
                 }
                 let n = avail.min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 let left = remaining - n as u64;
-                self.state = if left == 0 {
-                    State::DataCr
-                } else {
-                    State::Data { remaining: left }
-                };
+                self.state = if left == 0 { State::DataCr } else { State::Data { remaining: left } };
                 self.payload = self.payload.saturating_add(n as u64);
-                return Ok(ChunkStep::Data {
-                    start: pos,
-                    end: pos + n,
-                });
+                return Ok(ChunkStep::Data { start: pos, end: pos + n });
             }
             let Some(&b) = input.get(pos) else {
                 return Ok(ChunkStep::NeedMore { consumed: pos });
@@ -182,10 +172,7 @@ impl ChunkedDecoder {
             State::Size { digits, value } => match b {
                 b';' | b'\r' if digits == 0 => return Err(BadSize),
                 b';' => self.ext(1, value)?,
-                b'\r' => State::SizeLf {
-                    in_ext: false,
-                    value,
-                },
+                b'\r' => State::SizeLf { in_ext: false, value },
                 _ => {
                     let d = hex_val(b).ok_or(BadSize)?;
                     if digits >= MAX_SIZE_DIGITS {
@@ -193,31 +180,19 @@ impl ChunkedDecoder {
                     }
                     // Leading zeros keep value at 0, so only significant digits count:
                     // the 17th one is exactly when value * 16 overflows u64.
-                    let value = value
-                        .checked_mul(16)
-                        .and_then(|v| v.checked_add(d))
-                        .ok_or(SizeOverflow)?;
-                    State::Size {
-                        digits: digits + 1,
-                        value,
-                    }
+                    let value = value.checked_mul(16).and_then(|v| v.checked_add(d)).ok_or(SizeOverflow)?;
+                    State::Size { digits: digits + 1, value }
                 }
             },
             State::Ext { len, value } => match b {
-                b'\r' => State::SizeLf {
-                    in_ext: true,
-                    value,
-                },
+                b'\r' => State::SizeLf { in_ext: true, value },
                 // We don't parse the ext grammar (it is discarded), but a CTL or
                 // bare LF here is how parsers get desynchronised, so refuse them.
                 b'\t' | b' '..=b'~' | 0x80..=0xff => self.ext(len.saturating_add(1), value)?,
                 _ => return Err(BadExtension),
             },
             State::SizeLf { in_ext, value } => match b {
-                b'\n' if value == 0 => State::Trailer {
-                    line_len: 0,
-                    colon: false,
-                },
+                b'\n' if value == 0 => State::Trailer { line_len: 0, colon: false },
                 b'\n' => State::Data { remaining: value },
                 _ if in_ext => return Err(BadExtension),
                 _ => return Err(BadSize),
@@ -233,9 +208,7 @@ impl ChunkedDecoder {
                         }
                         self.count_trailer()?;
                     }
-                    State::TrailerLf {
-                        empty: line_len == 0,
-                    }
+                    State::TrailerLf { empty: line_len == 0 }
                 } else {
                     self.count_trailer()?;
                     // A name must be a non-empty token right up to ':' (no whitespace,
@@ -250,20 +223,14 @@ impl ChunkedDecoder {
                     if !ok {
                         return Err(BadTrailer);
                     }
-                    State::Trailer {
-                        line_len: line_len.saturating_add(1),
-                        colon: colon || b == b':',
-                    }
+                    State::Trailer { line_len: line_len.saturating_add(1), colon: colon || b == b':' }
                 }
             }
             State::TrailerLf { empty } => match b {
                 b'\n' if empty => State::Done,
                 b'\n' => {
                     self.count_trailer()?;
-                    State::Trailer {
-                        line_len: 0,
-                        colon: false,
-                    }
+                    State::Trailer { line_len: 0, colon: false }
                 }
                 _ => return Err(BadTrailer),
             },
@@ -383,10 +350,7 @@ mod tests {
     #[test]
     fn simple_bodies() {
         assert_eq!(ok(b"5\r\nhello\r\n0\r\n\r\n"), b"hello");
-        assert_eq!(
-            ok(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            b"hello world"
-        );
+        assert_eq!(ok(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), b"hello world");
         assert_eq!(ok(b"0\r\n\r\n"), b"");
         assert_eq!(ok(b"1\r\n\n\r\n2\r\n\r\n\r\n0\r\n\r\n"), b"\n\r\n");
     }
@@ -394,25 +358,16 @@ mod tests {
     #[test]
     fn extensions_are_accepted_and_discarded() {
         assert_eq!(ok(b"5;a=b\r\nhello\r\n0\r\n\r\n"), b"hello");
-        assert_eq!(
-            ok(b"5;a=\"x;y\\\"z\";b\r\nhello\r\n0;last\r\n\r\n"),
-            b"hello"
-        );
+        assert_eq!(ok(b"5;a=\"x;y\\\"z\";b\r\nhello\r\n0;last\r\n\r\n"), b"hello");
         assert_eq!(ok(b"5; \tk = v\r\nhello\r\n0\r\n\r\n"), b"hello");
-        assert_eq!(
-            check_with(4, 0, b"1;abc\r\nx\r\n0\r\n\r\n").unwrap().1,
-            Some(15)
-        );
+        assert_eq!(check_with(4, 0, b"1;abc\r\nx\r\n0\r\n\r\n").unwrap().1, Some(15));
         assert_eq!(check_with(4, 0, b"1;abcd\r\nx"), Err(ExtensionTooLong));
         assert_eq!(check_with(0, 0, b"0;\r\n"), Err(ExtensionTooLong));
     }
 
     #[test]
     fn leading_zeros_and_hex_case() {
-        assert_eq!(
-            ok(b"0000000000000000005\r\nhello\r\n0000\r\n\r\n"),
-            b"hello"
-        );
+        assert_eq!(ok(b"0000000000000000005\r\nhello\r\n0000\r\n\r\n"), b"hello");
         let body = [b'x'; 0x1f];
         for size in [&b"1f"[..], b"1F", b"001f"] {
             let mut s = size.to_vec();
@@ -457,12 +412,7 @@ mod tests {
 
     #[test]
     fn missing_crlf_after_data() {
-        for c in [
-            &b"5\r\nhelloX\r\n0\r\n\r\n"[..],
-            b"5\r\nhello\rX",
-            b"5\r\nhello\n0\r\n\r\n",
-            b"5\r\nhello0",
-        ] {
+        for c in [&b"5\r\nhelloX\r\n0\r\n\r\n"[..], b"5\r\nhello\rX", b"5\r\nhello\n0\r\n\r\n", b"5\r\nhello0"] {
             assert_eq!(check(c), Err(MissingCrlf), "{c:?}");
         }
     }
@@ -479,28 +429,15 @@ mod tests {
             assert_eq!(check(c), Err(BadTrailer), "{c:?}");
         }
         // "X: 1234\r\n" is 9 bytes; the closing empty line is not counted.
-        assert_eq!(
-            check_with(0, 9, b"0\r\nX: 1234\r\n\r\n").unwrap().1,
-            Some(14)
-        );
-        assert_eq!(
-            check_with(0, 9, b"0\r\nX: 12345\r\n\r\n"),
-            Err(TrailersTooLong)
-        );
-        assert_eq!(
-            check_with(0, 9, b"0\r\nX: 1\r\nY: 2\r\n\r\n"),
-            Err(TrailersTooLong)
-        );
+        assert_eq!(check_with(0, 9, b"0\r\nX: 1234\r\n\r\n").unwrap().1, Some(14));
+        assert_eq!(check_with(0, 9, b"0\r\nX: 12345\r\n\r\n"), Err(TrailersTooLong));
+        assert_eq!(check_with(0, 9, b"0\r\nX: 1\r\nY: 2\r\n\r\n"), Err(TrailersTooLong));
         assert_eq!(check_with(0, 0, b"0\r\nX"), Err(TrailersTooLong));
     }
 
     #[test]
     fn pipelined_and_smuggled_bytes_are_left_unconsumed() {
-        for body in [
-            &b"0\r\n\r\n"[..],
-            b"5\r\nhello\r\n0\r\n\r\n",
-            b"1;a\r\nx\r\n0;z\r\nT: v\r\n\r\n",
-        ] {
+        for body in [&b"0\r\n\r\n"[..], b"5\r\nhello\r\n0\r\n\r\n", b"1;a\r\nx\r\n0;z\r\nT: v\r\n\r\n"] {
             let mut s = body.to_vec();
             s.extend_from_slice(b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n");
             assert_eq!(check(&s).unwrap().1, Some(body.len()));
@@ -546,29 +483,13 @@ mod tests {
         }
     }
 
-    const EXTS: &[&[u8]] = &[
-        b";a=b",
-        b";name",
-        b";q=\"x;y \\\" z\"",
-        b"; \tk = v",
-        b";a=1;b=2",
-        b";\x80obs",
-    ];
-    const TRAILERS: &[&[u8]] = &[
-        b"X-T: v\r\n",
-        b"Checksum:abc\r\n",
-        b"x:\r\n",
-        b"A-b: q \t r\r\n",
-    ];
+    const EXTS: &[&[u8]] = &[b";a=b", b";name", b";q=\"x;y \\\" z\"", b"; \tk = v", b";a=1;b=2", b";\x80obs"];
+    const TRAILERS: &[&[u8]] = &[b"X-T: v\r\n", b"Checksum:abc\r\n", b"x:\r\n", b"A-b: q \t r\r\n"];
     const SUFFIXES: &[&[u8]] = &[b"", b"GET / HTTP/1.1\r\n\r\n", b"0\r\n\r\n", b"\r\n"];
 
     fn size_line(rng: &mut Rng, len: usize, out: &mut Vec<u8>) {
         out.resize(out.len() + rng.below(4), b'0');
-        let hex = if rng.below(2) == 0 {
-            format!("{len:x}")
-        } else {
-            format!("{len:X}")
-        };
+        let hex = if rng.below(2) == 0 { format!("{len:x}") } else { format!("{len:X}") };
         out.extend_from_slice(hex.as_bytes());
         if rng.below(3) == 0 {
             out.extend_from_slice(rng.pick(EXTS));
@@ -602,11 +523,7 @@ mod tests {
             let mut enc = Vec::new();
             let mut rest = &payload[..];
             while !rest.is_empty() {
-                let cap = if rng.below(4) == 0 {
-                    1
-                } else {
-                    1 + rng.below(96)
-                };
+                let cap = if rng.below(4) == 0 { 1 } else { 1 + rng.below(96) };
                 let (chunk, tail) = rest.split_at(cap.min(rest.len()));
                 size_line(&mut rng, chunk.len(), &mut enc);
                 enc.extend_from_slice(chunk);

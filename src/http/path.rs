@@ -105,10 +105,7 @@ fn normalize_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
             }
             // Drop the previous segment, keeping the '/' that precedes it.
             let prev_end = seg_start - 1;
-            let cut = out
-                .get(..prev_end)
-                .and_then(|s| s.iter().rposition(|&c| c == b'/'))
-                .map_or(1, |p| p + 1);
+            let cut = out.get(..prev_end).and_then(|s| s.iter().rposition(|&c| c == b'/')).map_or(1, |p| p + 1);
             out.truncate(cut);
             continue;
         }
@@ -168,21 +165,7 @@ fn is_unreserved(b: u8) -> bool {
 /// RFC 3986 pchar minus pct-encoded (handled separately).
 fn is_pchar_raw(b: u8) -> bool {
     is_unreserved(b)
-        || matches!(
-            b,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
+        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@')
 }
 
 #[cfg(test)]
@@ -283,15 +266,9 @@ mod tests {
         err("/a#b", PathError::Fragment);
         err("/a b#c", PathError::Fragment);
         err("/a b", PathError::BadByte);
-        for b in [
-            b'"', b'<', b'>', b'^', b'`', b'{', b'|', b'}', b'?', 0x7f, 0x00, b'\t', 0x80, 0xff,
-        ] {
+        for b in [b'"', b'<', b'>', b'^', b'`', b'{', b'|', b'}', b'?', 0x7f, 0x00, b'\t', 0x80, 0xff] {
             let mut out = vec![9];
-            assert_eq!(
-                normalize_path(&[b'/', b], &mut out),
-                Err(PathError::BadByte),
-                "byte {b:#x}"
-            );
+            assert_eq!(normalize_path(&[b'/', b], &mut out), Err(PathError::BadByte), "byte {b:#x}");
             assert!(out.is_empty());
         }
     }
@@ -312,12 +289,9 @@ mod tests {
     }
 
     fn has_lowercase_hex_escape(s: &[u8]) -> bool {
-        s.iter().enumerate().any(|(i, &b)| {
-            b == b'%'
-                && s[i + 1..(i + 3).min(s.len())]
-                    .iter()
-                    .any(u8::is_ascii_lowercase)
-        })
+        s.iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'%' && s[i + 1..(i + 3).min(s.len())].iter().any(u8::is_ascii_lowercase))
     }
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -338,9 +312,7 @@ mod tests {
         let mut oks = 0;
         for _ in 0..20_000 {
             let len = (next() % 16) as usize;
-            let mut input: Vec<u8> = (0..len)
-                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
-                .collect();
+            let mut input: Vec<u8> = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
             // Most inputs should be origin-form so the interesting paths get exercised.
             if next() % 8 != 0 {
                 input.insert(0, b'/');
@@ -353,14 +325,8 @@ mod tests {
             assert_eq!(out.first(), Some(&b'/'), "{input:?}");
             assert!(out.len() <= input.len());
             assert!(!contains(&out, b"//"), "{input:?} -> {out:?}");
-            assert!(
-                !contains(&out, b"/./") && !out.ends_with(b"/."),
-                "{input:?}"
-            );
-            assert!(
-                !contains(&out, b"/../") && !out.ends_with(b"/.."),
-                "{input:?}"
-            );
+            assert!(!contains(&out, b"/./") && !out.ends_with(b"/."), "{input:?}");
+            assert!(!contains(&out, b"/../") && !out.ends_with(b"/.."), "{input:?}");
             assert!(!has_lowercase_hex_escape(&out), "{input:?} -> {out:?}");
             normalize_path(&out, &mut again).unwrap();
             assert_eq!(again, out, "not idempotent for {input:?}");

@@ -84,10 +84,8 @@ pub fn parse<'b, 'h>(
         (None, Some(n)) => BodyKind::Length(n),
         (None, None) => BodyKind::UntilClose,
     };
-    let upstream_close = connection.close
-        || (http10 && !connection.keep_alive)
-        || body == BodyKind::UntilClose
-        || te == Some(false);
+    let upstream_close =
+        connection.close || (http10 && !connection.keep_alive) || body == BodyKind::UntilClose || te == Some(false);
     Ok(Response { status, reason, body, upstream_close, connection, headers, head_len })
 }
 

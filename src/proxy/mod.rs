@@ -188,8 +188,8 @@ impl Session {
         let worker = Rc::clone(&self.worker);
         let config = &worker.config;
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
-        let req = request::parse(&self.cbuf.data()[..head_len], &mut slots, &config.limits)
-            .map_err(ProxyError::Request)?;
+        let req =
+            request::parse(&self.cbuf.data()[..head_len], &mut slots, &config.limits).map_err(ProxyError::Request)?;
         let asterisk = req.path == b"*";
         if asterisk {
             self.path.clear();

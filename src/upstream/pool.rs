@@ -34,22 +34,14 @@ fn still_usable(stream: &TcpStream) -> bool {
     // SAFETY: recv into one valid, writable byte on a socket fd we own; the
     // flags make it non-blocking and non-consuming.
     let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 impl UpstreamPools {
     pub fn new(servers: usize, idle_timeout: Duration) -> Self {
-        UpstreamPools {
-            pools: (0..servers).map(|_| ServerPool::default()).collect(),
-            idle_timeout,
-        }
+        UpstreamPools { pools: (0..servers).map(|_| ServerPool::default()).collect(), idle_timeout }
     }
 
     /// An idle connection to server `id`, most recent first. Connections the
