@@ -207,8 +207,11 @@ pub fn parse<'b, 'h>(
     })
 }
 
-/// Splits the request target into (path, query, absolute-form authority).
-fn split_target(target: &[u8], method: Method) -> Result<(&[u8], &[u8], Option<&[u8]>), RequestError> {
+/// A request target split into path, `?query`, and absolute-form authority.
+type TargetParts<'b> = (&'b [u8], &'b [u8], Option<&'b [u8]>);
+
+/// Splits the request target into its parts.
+fn split_target(target: &[u8], method: Method) -> Result<TargetParts<'_>, RequestError> {
     if target == b"*" {
         return if method == Method::Options {
             Ok((b"*", b"", None))
