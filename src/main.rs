@@ -125,9 +125,13 @@ fn check(path: &Path) -> ExitCode {
 fn run(config: Config) -> ExitCode {
     init_logging(config.runtime.log_level.as_deref());
     let threads = config.runtime.threads;
+    let auto = config.runtime.driver == ringway::config::Driver::Auto;
     match ringway::runtime::start(Arc::new(config)) {
         Ok(running) => {
             log::info!("{} workers, driver: {}", threads, running.drivers.first().map_or("?", |d| d.as_str()));
+            if auto && running.drivers.iter().any(|d| d == "epoll") {
+                log::warn!("io_uring is unavailable here (kernel or seccomp); workers fall back to epoll");
+            }
             if running.drivers.iter().any(|d| d == "epoll") && running.drivers.iter().any(|d| d != "epoll") {
                 log::warn!("workers run on different drivers: {:?}", running.drivers);
             }

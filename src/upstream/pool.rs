@@ -6,7 +6,9 @@
 
 use monoio::net::TcpStream;
 use slab::Slab;
-use std::os::fd::AsRawFd;
+use socket2::SockRef;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 pub struct PooledConn {
@@ -28,15 +30,14 @@ pub struct UpstreamPools {
 }
 
 /// Whether an idle connection can still carry a request: the backend has not
-/// closed it and has sent nothing unsolicited.
+/// closed it and has sent nothing unsolicited. One non-blocking peek.
 fn still_usable(stream: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv into one valid, writable byte on a socket fd we own; the
-    // flags make it non-blocking and non-consuming.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow; monoio
+    // streams do not implement `AsFd`, so we borrow the raw fd for the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let mut byte = [MaybeUninit::<u8>::uninit()];
+    let peek = SockRef::from(&fd).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+    matches!(peek, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 impl UpstreamPools {
