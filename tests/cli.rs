@@ -1,0 +1,136 @@
+//! The command line: `ringway check` verdicts and messages, and the hint
+//! printed when `ringway` finds no config.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Runs the binary to completion, killing it if it runs longer than 20 s.
+fn run(args: &[&str], cwd: &Path) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringway");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringway {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(text: &str) -> TempConfig {
+        let p = unique_temp_path("cli", ".toml");
+        std::fs::write(&p, text).expect("write config");
+        TempConfig(p)
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `ringway check --config FILE`; returns (exit code, stdout, stderr).
+fn check(path: &Path) -> (Option<i32>, String, String) {
+    let out = run(&["check", "--config", path.to_str().expect("utf-8 path")], &std::env::temp_dir());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// 1-based number of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("needle in config") + 1
+}
+
+const GOOD: &str = r#"[upstreams.web]
+servers = ["127.0.0.1:9"]
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+routes = [
+  { prefix = "/", upstream = "web" },
+  { prefix = "/api", upstream = "MARK" },
+]
+"#;
+
+#[test]
+fn check_accepts_the_seed_config() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed.toml");
+    let (code, stdout, stderr) = check(&seed);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one line on stdout: {stdout:?}");
+    assert!(stdout.contains("seed.toml"), "{stdout}");
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let cfg = TempConfig::new(&GOOD.replace("MARK", "web"));
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+}
+
+#[test]
+fn check_names_file_line_and_key_of_an_unknown_upstream() {
+    let text = GOOD.replace("MARK", "nosuchupstream");
+    let cfg = TempConfig::new(&text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let line = line_of(&text, "nosuchupstream");
+    let prefix = format!("{}:{line}:", cfg.0.display());
+    assert!(stderr.starts_with(&prefix), "expected {prefix:?} at the start of {stderr:?}");
+    assert!(stderr.contains("upstream"), "{stderr}");
+    assert!(stderr.contains("nosuchupstream"), "{stderr}");
+}
+
+#[test]
+fn check_names_an_unknown_key_and_its_line() {
+    let text = "[upstreams.web]\nservers = [\"127.0.0.1:9\"]\nkeepalivee = 3\n\n[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\nroutes = [ { prefix = \"/\", upstream = \"web\" } ]\n";
+    let cfg = TempConfig::new(text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let prefix = format!("{}:3:", cfg.0.display());
+    assert!(stderr.starts_with(&prefix), "expected {prefix:?} at the start of {stderr:?}");
+    assert!(stderr.contains("keepalivee"), "{stderr}");
+}
+
+#[test]
+fn check_names_the_line_of_a_toml_syntax_error() {
+    let text = "[runtime]\nthreads = 2\n\n[upstreams.web\nservers = [\"127.0.0.1:9\"]\n";
+    let cfg = TempConfig::new(text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let prefix = format!("{}:4:", cfg.0.display());
+    assert!(stderr.starts_with(&prefix), "expected {prefix:?} at the start of {stderr:?}");
+}
+
+#[test]
+fn no_config_in_an_empty_directory_explains_how_to_start() {
+    let dir = unique_temp_path("cli-empty", "");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let out = run(&[], &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "must fail without a config: {text}");
+    assert!(text.contains("ringway demo"), "must say how to start: {text}");
+    assert!(text.contains("--config"), "{text}");
+}
