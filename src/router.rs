@@ -7,6 +7,8 @@
 //! systems) treat paths that way; a case-sensitive matcher would let
 //! "/ADMIN" slip past a rule written for "/admin".
 
+use crate::http::path::is_pchar_raw;
+
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -172,30 +174,6 @@ fn split_prefix(prefix: &str) -> Result<Vec<&[u8]>, RouterError> {
 /// never match, which is better reported at configuration time.
 fn valid_segment(seg: &[u8]) -> bool {
     !seg.is_empty() && seg != b"." && seg != b".." && seg.iter().all(|&b| is_pchar_raw(b))
-}
-
-/// RFC 3986 pchar without pct-encoded; mirrors the normalizer's raw set.
-fn is_pchar_raw(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// RFC 3986 pchar minus pct-encoded (handled separately).
-fn is_pchar_raw(b: u8) -> bool {
+pub fn is_pchar_raw(b: u8) -> bool {
     is_unreserved(b)
         || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@')
 }

@@ -3,6 +3,7 @@
 //! client's read buffer; the only copy is the re-serialized output head.
 
 use super::headers::{list_items, parse_content_length, trim_ows, ConnectionOptions};
+use super::path::is_pchar_raw;
 use super::BodyKind;
 use crate::config::Limits;
 use std::io::Write;
@@ -262,28 +263,8 @@ fn valid_host(h: &[u8]) -> bool {
     if let Some(inner) = name.strip_prefix(b"[").and_then(|n| n.strip_suffix(b"]")) {
         return !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
     }
-    !name.is_empty()
-        && name.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
-        })
+    // reg-name: unreserved / pct-encoded / sub-delims, i.e. pchar without ':' and '@'.
+    !name.is_empty() && name.iter().all(|&b| b == b'%' || (is_pchar_raw(b) && b != b':' && b != b'@'))
 }
 
 /// Writes the head the upstream receives: canonical start line with the
