@@ -8,21 +8,6 @@ use std::io::Write;
 use std::time::Instant;
 use support::*;
 
-fn proxy_to(b: &RecordingBackend) -> Proxy {
-    Proxy::start(&format!(
-        r#"{RUNTIME}
-[upstreams.x]
-servers = ["{}"]
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-routes = [ {{ prefix = "/", upstream = "x" }} ]
-"#,
-        b.addr()
-    ))
-}
-
 /// Backend that answers with the decoded body length.
 fn length_echo() -> RecordingBackend {
     RecordingBackend::start(|r| ok(&format!("got {}", r.decoded_body.len())))

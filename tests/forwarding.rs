@@ -7,21 +7,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn proxy_to(b: &RecordingBackend) -> Proxy {
-    Proxy::start(&format!(
-        r#"{RUNTIME}
-[upstreams.x]
-servers = ["{}"]
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-routes = [ {{ prefix = "/", upstream = "x" }} ]
-"#,
-        b.addr()
-    ))
-}
-
 /// Sends one request through a fresh proxy and returns what the backend saw.
 fn forwarded(request: &[u8]) -> Recorded {
     let b = RecordingBackend::echo_id("b");

@@ -218,18 +218,7 @@ fn prefix_match_is_segment_aligned() {
 #[test]
 fn unknown_route_without_root_route_is_404() {
     let b = RecordingBackend::echo_id("x");
-    let proxy = Proxy::start(&format!(
-        r#"{RUNTIME}
-[upstreams.x]
-servers = ["{}"]
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-routes = [ {{ prefix = "/only", upstream = "x" }} ]
-"#,
-        b.addr()
-    ));
+    let proxy = proxy_with_route(b.addr(), "/only");
     let r = get(proxy.addr("public"), "/elsewhere");
     assert_eq!(r.status, 404, "{}", r.raw_head);
     assert_eq!(r.text(), "404 Not Found\n");

@@ -817,3 +817,23 @@ client_idle = "20s"
 upstream_connect = "2s"
 upstream_response = "10s"
 "#;
+
+/// A proxy with one listener `public` routing `prefix` to one server.
+pub fn proxy_with_route(server: SocketAddr, prefix: &str) -> Proxy {
+    Proxy::start(&format!(
+        r#"{RUNTIME}
+[upstreams.x]
+servers = ["{server}"]
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+routes = [ {{ prefix = "{prefix}", upstream = "x" }} ]
+"#
+    ))
+}
+
+/// A proxy with one listener `public` sending everything to `b`.
+pub fn proxy_to(b: &RecordingBackend) -> Proxy {
+    proxy_with_route(b.addr(), "/")
+}
