@@ -40,6 +40,8 @@ pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// An upgraded (e.g. WebSocket) connection with no bytes either way is closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Which io driver each worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,7 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub upstream_send: Duration,
+    pub tunnel_idle: Duration,
 }
 
 /// What a matched route does.
@@ -282,6 +285,7 @@ impl Builder<'_> {
                 DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
             )?,
             upstream_send: get(&t.upstream_send, "timeouts.upstream_send", DEFAULT_UPSTREAM_SEND_TIMEOUT)?,
+            tunnel_idle: get(&t.tunnel_idle, "timeouts.tunnel_idle", DEFAULT_TUNNEL_IDLE_TIMEOUT)?,
         })
     }
 

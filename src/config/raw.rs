@@ -54,6 +54,7 @@ pub struct RawTimeouts {
     pub upstream_connect: Option<Spanned<String>>,
     pub upstream_response: Option<Spanned<String>>,
     pub upstream_send: Option<Spanned<String>>,
+    pub tunnel_idle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

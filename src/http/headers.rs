@@ -59,6 +59,8 @@ pub const MAX_CONNECTION_NAMES: usize = 16;
 pub struct ConnectionOptions<'a> {
     pub close: bool,
     pub keep_alive: bool,
+    /// The `upgrade` option: the sender offers to switch protocols.
+    pub upgrade: bool,
     /// Field names listed as hop-by-hop; beyond the cap the message is refused.
     pub named: [&'a [u8]; MAX_CONNECTION_NAMES],
     pub named_len: usize,
@@ -72,6 +74,8 @@ impl<'a> ConnectionOptions<'a> {
                 self.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
             } else if self.named_len == MAX_CONNECTION_NAMES {
                 return false;
             } else {

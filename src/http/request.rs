@@ -88,6 +88,8 @@ pub struct Request<'b, 'h> {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// The protocol asked for with `Upgrade` + `Connection: upgrade`.
+    pub upgrade: Option<&'b [u8]>,
     pub connection: ConnectionOptions<'b>,
     pub headers: &'h [httparse::Header<'b>],
     pub head_len: usize,
@@ -129,6 +131,7 @@ pub fn parse<'b, 'h>(
     let mut te_seen = false;
     let mut chunked = false;
     let mut expect_continue = false;
+    let mut upgrade: Option<&[u8]> = None;
     let mut connection = ConnectionOptions::default();
     for h in headers {
         let name = h.name.as_bytes();
@@ -156,6 +159,11 @@ pub fn parse<'b, 'h>(
             if !connection.add(h.value) {
                 return Err(RequestError::BadRequest("Connection names too many fields"));
             }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            if upgrade.is_some() {
+                return Err(RequestError::BadRequest("repeated Upgrade"));
+            }
+            upgrade = Some(trim_ows(h.value)).filter(|v| !v.is_empty());
         } else if name.eq_ignore_ascii_case(b"expect") {
             if trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -202,6 +210,9 @@ pub fn parse<'b, 'h>(
         body,
         keep_alive,
         expect_continue: expect_continue && !http10 && body != BodyKind::None,
+        // HTTP/1.0 has no Upgrade (RFC 9110 §7.8); without the Connection
+        // option the field is an ordinary hop-by-hop field and is dropped.
+        upgrade: upgrade.filter(|_| connection.upgrade && !http10),
         connection,
         headers,
         head_len,
@@ -308,6 +319,10 @@ pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: IpAddr, o
         out.extend_from_slice(b", ");
     }
     let _ = write!(out, "{client}\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(protocol) = req.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        push_field(out, b"Upgrade", protocol);
+    }
     match req.body {
         BodyKind::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");

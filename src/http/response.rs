@@ -18,6 +18,8 @@ pub struct Response<'b, 'h> {
     pub body: BodyKind,
     /// The upstream will close (or must be closed) after this response.
     pub upstream_close: bool,
+    /// The `Upgrade` field (meaningful on a 101).
+    pub upgrade: Option<&'b [u8]>,
     pub connection: ConnectionOptions<'b>,
     pub headers: &'h [httparse::Header<'b>],
     pub head_len: usize,
@@ -55,9 +57,12 @@ pub fn parse<'b, 'h>(
     let mut length: Option<u64> = None;
     let mut te: Option<bool> = None;
     let mut connection = ConnectionOptions::default();
+    let mut upgrade = None;
     for h in headers {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = Some(super::headers::trim_ows(h.value));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_content_length(h.value).ok_or(BadResponse("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(BadResponse("conflicting Content-Length"));
@@ -86,7 +91,10 @@ pub fn parse<'b, 'h>(
     };
     let upstream_close =
         connection.close || (http10 && !connection.keep_alive) || body == BodyKind::UntilClose || te == Some(false);
-    Ok(Response { status, reason, body, upstream_close, connection, headers, head_len })
+    if status == 101 && upgrade.is_none_or(<[u8]>::is_empty) {
+        return Err(BadResponse("101 without Upgrade"));
+    }
+    Ok(Response { status, reason, body, upstream_close, upgrade, connection, headers, head_len })
 }
 
 /// How the client will receive the body.
@@ -97,6 +105,8 @@ pub enum ClientFraming {
     Chunked,
     /// Close-delimited: only for HTTP/1.0 clients.
     UntilClose,
+    /// No body: the connection switches protocols after the head (101).
+    Switch,
 }
 
 /// Chooses the client-side framing for an upstream body.
@@ -142,9 +152,12 @@ pub fn write_client_head(
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
         ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        ClientFraming::None | ClientFraming::UntilClose => {}
+        ClientFraming::None | ClientFraming::UntilClose | ClientFraming::Switch => {}
     }
-    if !resp.is_informational() {
+    if resp.status == 101 {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        push_field(out, b"Upgrade", resp.upgrade.unwrap_or_default());
+    } else if !resp.is_informational() {
         match (keep_alive, client_http10) {
             (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
             (true, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),

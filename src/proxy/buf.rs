@@ -4,7 +4,7 @@
 //! consumed bytes advance `start`, so pipelined bytes stay where they are.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use std::io;
 
 #[derive(Debug, Default)]
@@ -64,6 +64,21 @@ impl ConnBuf {
         let buf = std::mem::take(&mut self.buf);
         let (len, cap) = (buf.len(), buf.capacity());
         let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Like `fill`, but ends early with an error when `cancel` fires; the
+    /// buffer (and any bytes the read did get) always comes back.
+    pub async fn fill_cancelable<S: CancelableAsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+        cancel: CancelHandle,
+    ) -> io::Result<usize> {
+        self.reserve()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = stream.cancelable_read(buf.slice_mut(len..cap), cancel).await;
         self.buf = slice.into_inner();
         res
     }

@@ -7,6 +7,7 @@ mod body;
 pub mod buf;
 mod error;
 mod local;
+mod tunnel;
 mod upstream;
 
 pub use error::{ProxyError, Retry, Side};
@@ -50,6 +51,7 @@ struct Exchange {
     body: BodyKind,
     keep_alive: bool,
     expect_continue: bool,
+    upgrade: bool,
     action: Action,
 }
 
@@ -60,10 +62,11 @@ enum Action {
 }
 
 /// How an exchange left the client connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     KeepAlive,
     Close,
+    /// The upstream switched protocols: relay bytes over this connection.
+    Upgrade(TcpStream),
 }
 
 pub struct Session {
@@ -119,6 +122,11 @@ impl Session {
             match next {
                 Ok(Next::KeepAlive) => continue,
                 Ok(Next::Close) => break,
+                Ok(Next::Upgrade(upstream)) => {
+                    let Session { client, cbuf, ubuf, worker, .. } = self;
+                    let idle = worker.config.timeouts.tunnel_idle;
+                    return tunnel::run(client, cbuf, upstream, ubuf, idle).await;
+                }
                 Err(e) => {
                     log::debug!("{} side failed for {}: {e:?}", side_name(e.side()), self.peer);
                     if let (false, Some(status)) = (self.response_started, e.status()) {
@@ -219,6 +227,7 @@ impl Session {
             body: req.body,
             keep_alive: req.keep_alive,
             expect_continue: req.expect_continue,
+            upgrade: req.upgrade.is_some(),
             action,
         })
     }

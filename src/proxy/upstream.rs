@@ -23,6 +23,8 @@ use std::time::Duration;
 struct Done {
     upstream_reusable: bool,
     client_keep_alive: bool,
+    /// A 101 went to the client: the connection now carries another protocol.
+    upgraded: bool,
 }
 
 async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
@@ -62,6 +64,7 @@ impl Session {
                 },
             };
             match self.forward(&mut conn, x, reused).await {
+                Ok(done) if done.upgraded => return Ok(Next::Upgrade(conn)),
                 Ok(done) => {
                     if done.upstream_reusable {
                         worker.pools.borrow_mut().checkin(server.id, conn, up.keepalive);
@@ -124,6 +127,9 @@ impl Session {
         let (body, framing, upstream_close, keep_alive) = self.read_response_head(up, x, reused).await?;
         self.send_out().await?;
         self.response_started = true;
+        if framing == ClientFraming::Switch {
+            return Ok(Done { upstream_reusable: false, client_keep_alive: false, upgraded: true });
+        }
 
         let enc = if framing == ClientFraming::Chunked { Encode::Chunked } else { Encode::Raw };
         let mut relay = Relay {
@@ -144,7 +150,7 @@ impl Session {
         })?;
         let upstream_reusable = !upstream_close && self.ubuf.is_empty();
         self.ubuf.clear();
-        Ok(Done { upstream_reusable, client_keep_alive: keep_alive })
+        Ok(Done { upstream_reusable, client_keep_alive: keep_alive, upgraded: false })
     }
 
     async fn send_out(&mut self) -> Result<(), ProxyError> {
@@ -188,7 +194,12 @@ impl Session {
             let resp = response::parse(&self.ubuf.data()[..head_len], &mut slots, x.method == Method::Head)
                 .map_err(|e| ProxyError::BadResponse(e.0))?;
             if resp.status == 101 {
-                return Err(ProxyError::BadResponse("101 to a request that did not upgrade"));
+                if !x.upgrade {
+                    return Err(ProxyError::BadResponse("101 to a request that did not upgrade"));
+                }
+                response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
+                self.ubuf.consume(head_len);
+                return Ok((BodyKind::None, ClientFraming::Switch, true, false));
             }
             if resp.is_informational() {
                 if !x.http10 {
