@@ -95,6 +95,9 @@ pub struct Request<'b, 'h> {
     pub head_len: usize,
 }
 
+/// Longest method token accepted (RFC 9112 §3: a longer one gets 501).
+pub const MAX_METHOD_BYTES: usize = 32;
+
 type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>];
 
 /// Parses a complete head (`buf[..head_len]` ends in CRLF CRLF).
@@ -119,6 +122,9 @@ pub fn parse<'b, 'h>(
 
     if target.len() > limits.max_target_bytes {
         return Err(RequestError::TargetTooLong);
+    }
+    if method_token.len() > MAX_METHOD_BYTES {
+        return Err(RequestError::NotImplemented("method too long"));
     }
     if method_token == "CONNECT" {
         return Err(RequestError::NotImplemented("CONNECT"));

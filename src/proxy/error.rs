@@ -29,8 +29,10 @@ pub enum ProxyError {
     Request(RequestError),
     /// The head did not arrive within `client_header`.
     ClientHeaderTimeout,
-    /// The client stalled mid-body or while we wrote to it.
-    ClientTimeout,
+    /// The client stalled mid-body (`client_body`).
+    ClientBodyTimeout,
+    /// The client stopped reading what we wrote (`client_send`).
+    ClientSendTimeout,
     /// The client closed or reset; nobody is left to answer.
     ClientGone,
     /// The client's chunked body was malformed.
@@ -55,7 +57,8 @@ impl ProxyError {
         match self {
             ProxyError::Request(_)
             | ProxyError::ClientHeaderTimeout
-            | ProxyError::ClientTimeout
+            | ProxyError::ClientBodyTimeout
+            | ProxyError::ClientSendTimeout
             | ProxyError::ClientGone
             | ProxyError::ClientBody(_)
             | ProxyError::ClientBodyTooLarge => Side::Client,
@@ -72,7 +75,8 @@ impl ProxyError {
         match self {
             ProxyError::Request(e) => Some(e.status()),
             ProxyError::ClientHeaderTimeout => Some(408),
-            ProxyError::ClientTimeout | ProxyError::ClientGone => None,
+            ProxyError::ClientBodyTimeout => Some(408),
+            ProxyError::ClientSendTimeout | ProxyError::ClientGone => None,
             ProxyError::ClientBody(_) => Some(400),
             ProxyError::ClientBodyTooLarge => Some(413),
             ProxyError::Connect
@@ -103,6 +107,8 @@ mod tests {
         assert_eq!(ProxyError::UpstreamTimeout.status(), Some(504));
         assert_eq!(ProxyError::Connect.side(), Side::Upstream);
         assert_eq!(ProxyError::ClientGone.status(), None);
+        assert_eq!(ProxyError::ClientBodyTimeout.status(), Some(408));
+        assert_eq!(ProxyError::ClientSendTimeout.status(), None);
         assert_eq!(ProxyError::ClientBody(ChunkError::BadSize).side(), Side::Client);
     }
 

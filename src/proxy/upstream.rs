@@ -116,7 +116,7 @@ impl Session {
             };
             relay.run(x.body, enc).await.map_err(|e| match e {
                 RelayError::SrcIo | RelayError::SrcEof => ProxyError::ClientGone,
-                RelayError::SrcTimeout => ProxyError::ClientTimeout,
+                RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
                 RelayError::SrcFraming(c) => ProxyError::ClientBody(c),
                 RelayError::TooLarge => ProxyError::ClientBodyTooLarge,
                 RelayError::DstIo => ProxyError::UpstreamGone { reused, answered: false },
@@ -157,7 +157,7 @@ impl Session {
         match timeout(self.worker.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ProxyError::ClientGone),
-            Err(_) => Err(ProxyError::ClientTimeout),
+            Err(_) => Err(ProxyError::ClientSendTimeout),
         }
     }
 

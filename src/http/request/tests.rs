@@ -79,6 +79,8 @@ fn start_line_rules() {
     let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(64));
     assert_eq!(check(&long), Err(RequestError::TargetTooLong));
     assert!(matches!(check("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n"), Err(RequestError::BadRequest(_))));
+    let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "X".repeat(33));
+    assert_eq!(check(&long_method), Err(RequestError::NotImplemented("method too long")));
 }
 
 #[test]
