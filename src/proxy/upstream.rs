@@ -168,7 +168,7 @@ impl Session {
         up: &mut TcpStream,
         x: Exchange,
         reused: bool,
-    ) -> Result<(BodyKind, ClientFraming, bool, bool), ProxyError> {
+    ) -> Result<ResponseHead, ProxyError> {
         let wait = self.worker.config.timeouts.upstream_response;
         let max = self.worker.config.limits.max_header_bytes;
         self.scanner.reset();
@@ -190,34 +190,49 @@ impl Session {
                     }
                 }
             };
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
-            let resp = response::parse(&self.ubuf.data()[..head_len], &mut slots, x.method == Method::Head)
-                .map_err(|e| ProxyError::BadResponse(e.0))?;
-            if resp.status == 101 {
-                if !x.upgrade {
-                    return Err(ProxyError::BadResponse("101 to a request that did not upgrade"));
+            match self.take_response_head(head_len, x)? {
+                None => {
+                    if !self.out.is_empty() {
+                        self.send_out().await?;
+                    }
+                    self.scanner.reset();
                 }
+                Some(head) => return Ok(head),
+            }
+        }
+    }
+
+    /// Parses the buffered response head, writes the client's version into
+    /// `out`, and consumes it. `None` for a 1xx to relay (or drop, for an
+    /// HTTP/1.0 client) before the final head. Kept synchronous so the
+    /// header array never lives in the connection's future across an await.
+    fn take_response_head(&mut self, head_len: usize, x: Exchange) -> Result<Option<ResponseHead>, ProxyError> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+        let resp = response::parse(&self.ubuf.data()[..head_len], &mut slots, x.method == Method::Head)
+            .map_err(|e| ProxyError::BadResponse(e.0))?;
+        let head = if resp.status == 101 {
+            if !x.upgrade {
+                return Err(ProxyError::BadResponse("101 to a request that did not upgrade"));
+            }
+            response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
+            Some((BodyKind::None, ClientFraming::Switch, true, false))
+        } else if resp.is_informational() {
+            self.out.clear();
+            if !x.http10 {
                 response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
-                self.ubuf.consume(head_len);
-                return Ok((BodyKind::None, ClientFraming::Switch, true, false));
             }
-            if resp.is_informational() {
-                if !x.http10 {
-                    response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
-                    self.ubuf.consume(head_len);
-                    self.send_out().await?;
-                } else {
-                    self.ubuf.consume(head_len);
-                }
-                self.scanner.reset();
-                continue;
-            }
+            None
+        } else {
             let framing = client_framing(resp.body, x.http10);
             let keep_alive = x.keep_alive && framing != ClientFraming::UntilClose;
             response::write_client_head(&resp, framing, x.http10, keep_alive, &mut self.out);
-            let result = (resp.body, framing, resp.upstream_close, keep_alive);
-            self.ubuf.consume(head_len);
-            return Ok(result);
-        }
+            Some((resp.body, framing, resp.upstream_close, keep_alive))
+        };
+        self.ubuf.consume(head_len);
+        Ok(head)
     }
 }
+
+/// The final response head's framing: body, client framing, upstream must
+/// close, client stays open.
+type ResponseHead = (BodyKind, ClientFraming, bool, bool);
