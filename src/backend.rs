@@ -83,7 +83,10 @@ async fn serve_conn(mut stream: TcpStream, app: Rc<DemoApp>) {
         let mut close = false;
         loop {
             let skip = leading_empty_lines(buf.data());
-            buf.consume(skip);
+            if skip > 0 {
+                buf.consume(skip);
+                scanner.reset();
+            }
             let head_len = match scanner.scan(buf.data(), LIMITS.max_header_bytes) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,

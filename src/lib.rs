@@ -4,9 +4,12 @@
 //! forwards over `upstream` pools. `config` turns the TOML file into the
 //! typed snapshot all of them read.
 
+pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

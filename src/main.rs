@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 use ringway::config::Config;
+use ringway::runtime::Control;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -124,30 +127,90 @@ fn check(path: &Path) -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     init_logging(config.runtime.log_level.as_deref());
-    let threads = config.runtime.threads;
+    let path = config.source.clone();
+    serve(Control::new(config, Some(path)))
+}
+
+/// Starts the workers and the admin listener, reports the bound addresses,
+/// then handles signals until the proxy stops.
+fn serve(control: Control) -> ExitCode {
+    let config = control.config();
     let auto = config.runtime.driver == ringway::config::Driver::Auto;
-    match ringway::runtime::start(Arc::new(config)) {
-        Ok(running) => {
-            log::info!("{} workers, driver: {}", threads, running.drivers.first().map_or("?", |d| d.as_str()));
-            if auto && running.drivers.iter().any(|d| d == "epoll") {
-                log::warn!("io_uring is unavailable here (kernel or seccomp); workers fall back to epoll");
-            }
-            if running.drivers.iter().any(|d| d == "epoll") && running.drivers.iter().any(|d| d != "epoll") {
-                log::warn!("workers run on different drivers: {:?}", running.drivers);
-            }
-            for (name, addr) in &running.listeners {
-                println!("ringway listening name={name} addr={addr}");
-            }
-            let _ = std::io::stdout().flush();
-            running.wait();
-            ExitCode::SUCCESS
-        }
+    let running = match ringway::runtime::start(Arc::new(control)) {
+        Ok(r) => r,
         Err(e) => {
-            init_logging(None);
             log::error!("cannot start: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!("{} workers, driver: {}", running.drivers.len(), running.drivers.first().map_or("?", |d| d.as_str()));
+    if auto && running.drivers.iter().any(|d| d == "epoll") {
+        log::warn!("io_uring is unavailable here (kernel or seccomp); workers fall back to epoll");
+    }
+    for (name, addr) in &running.listeners {
+        println!("ringway listening name={name} addr={addr}");
+    }
+    let control = Arc::clone(&running.control);
+    if let Some(bind) = config.admin {
+        match ringway::admin::start(Arc::clone(&control), bind) {
+            Ok(addr) => println!("ringway admin addr={addr}"),
+            Err(e) => {
+                log::error!("admin listener on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
+    let _ = std::io::stdout().flush();
+    handle_signals(&control, running)
+}
+
+/// SIGHUP reloads; SIGTERM/SIGINT stop gracefully (a second one stops at
+/// once); SIGUSR1 reopens the access log.
+fn handle_signals(control: &Arc<Control>, running: ringway::runtime::Running) -> ExitCode {
+    let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    let mut stopped_rx = Some(stopped_rx);
+    std::thread::spawn(move || {
+        running.wait();
+        let _ = stopped_tx.send(());
+    });
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => match control.reload() {
+                Ok(()) => log::info!("config reloaded (SIGHUP)"),
+                Err(e) => log::error!("reload refused, the running config stays: {e}"),
+            },
+            SIGUSR1 => ringway::access_log::reopen(),
+            _ if control.is_shutting_down() => {
+                log::warn!("second stop signal: exiting now");
+                return ExitCode::from(1);
+            }
+            _ => {
+                let grace = control.config().runtime.shutdown_timeout;
+                log::info!("stopping: no new connections, in-flight requests get up to {grace:?}");
+                control.begin_shutdown();
+                let stopped_rx = stopped_rx.take();
+                std::thread::spawn(move || {
+                    let finished = stopped_rx.is_some_and(|rx| rx.recv_timeout(grace).is_ok());
+                    if finished {
+                        log::info!("stopped");
+                    } else {
+                        log::warn!("shutdown_timeout passed with requests still in flight; exiting");
+                    }
+                    ringway::access_log::shutdown();
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(0);
+                });
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn demo() -> ExitCode {
@@ -169,24 +232,8 @@ fn demo() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = match ringway::runtime::start(Arc::new(config)) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("cannot start the proxy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     println!(
-        "ringway demo: backends on 127.0.0.1:{DEMO_PORTS:?}, driver {}",
-        running.drivers.first().map_or("?", |d| d.as_str())
+        "ringway demo: backends on 127.0.0.1:{DEMO_PORTS:?}\n\nTry:\n  curl http://127.0.0.1:8080/        # hello from a lightweight container. App ID = 2222, then 3333, 4444, 5555\n  curl http://127.0.0.1:8080/app1    # this is app1. App ID = 2222 / 3333\n  curl http://127.0.0.1:8080/app2    # this is app2. App ID = 4444 / 5555\n  curl -i http://127.0.0.1:8080/admin   # 403 Forbidden on the public listener\n  curl http://127.0.0.1:8081/admin   # admin page. App ID = ... (internal listener)\n\nCtrl-C stops the demo.\n"
     );
-    for (name, addr) in &running.listeners {
-        println!("ringway listening name={name} addr={addr}");
-    }
-    println!(
-        "\nTry:\n  curl http://127.0.0.1:8080/        # hello from a lightweight container. App ID = 2222, then 3333, 4444, 5555\n  curl http://127.0.0.1:8080/app1    # this is app1. App ID = 2222 / 3333\n  curl http://127.0.0.1:8080/app2    # this is app2. App ID = 4444 / 5555\n  curl -i http://127.0.0.1:8080/admin   # 403 Forbidden on the public listener\n  curl http://127.0.0.1:8081/admin   # admin page. App ID = ... (internal listener)\n\nCtrl-C stops the demo."
-    );
-    let _ = std::io::stdout().flush();
-    running.wait();
-    ExitCode::SUCCESS
+    serve(Control::new(config, None))
 }

@@ -8,8 +8,9 @@ mod raw;
 
 pub use error::ConfigError;
 
+use crate::metrics::RouteLabels;
 use crate::router::Router;
-use crate::upstream::Upstream;
+use crate::upstream::{server_state, ServerState, Upstream};
 use raw::{RawConfig, RawListener, RawUpstream};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -43,6 +44,30 @@ pub const DEFAULT_UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upgraded (e.g. WebSocket) connection with no bytes either way is closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Longest graceful stop: in-flight requests get this long to finish.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The Apache/nginx "combined" line, plus duration, upstream and route.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub target: LogTarget,
+    pub format: LogFormat,
+}
+
 /// Which io driver each worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
@@ -69,6 +94,7 @@ pub struct RuntimeConfig {
     pub pin_cpus: bool,
     pub read_buffer: usize,
     pub log_level: Option<String>,
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +117,13 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
 }
 
+/// A route: what it does, and the labels its requests are counted under.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub action: RouteAction,
+    pub labels: Arc<RouteLabels>,
+}
+
 /// What a matched route does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAction {
@@ -102,9 +135,11 @@ pub enum RouteAction {
 
 #[derive(Debug)]
 pub struct Listener {
-    pub name: String,
+    pub name: Arc<str>,
     pub bind: SocketAddr,
-    pub routes: Router<RouteAction>,
+    pub routes: Router<Route>,
+    /// Labels for requests no route matched (answered 404).
+    pub no_route: Arc<RouteLabels>,
 }
 
 /// One complete, validated configuration snapshot.
@@ -116,8 +151,11 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub upstreams: Vec<Arc<Upstream>>,
     pub listeners: Vec<Listener>,
-    /// Every distinct backend address; an index here names a worker's pool.
-    pub servers: Vec<SocketAddr>,
+    /// Every distinct backend this snapshot names.
+    pub servers: Vec<Arc<ServerState>>,
+    /// The admin listener (`[admin] bind`), off when absent.
+    pub admin: Option<SocketAddr>,
+    pub access_log: Option<AccessLogConfig>,
 }
 
 impl Config {
@@ -152,7 +190,7 @@ impl Builder<'_> {
         let runtime = self.runtime(&raw.runtime)?;
         let limits = self.limits(&raw.limits)?;
         let timeouts = self.timeouts(&raw.timeouts)?;
-        let mut servers: Vec<SocketAddr> = Vec::new();
+        let mut servers: Vec<Arc<ServerState>> = Vec::new();
         let mut by_name = HashMap::new();
         let mut upstreams = Vec::new();
         for (name, up) in &raw.upstreams {
@@ -162,8 +200,9 @@ impl Builder<'_> {
         }
         let mut listeners: Vec<Listener> = Vec::new();
         for l in &raw.listeners {
-            let built = self.listener(l, &by_name)?;
-            if listeners.iter().any(|o| o.name == built.name) {
+            let names: Vec<Arc<str>> = upstreams.iter().map(|u: &Arc<Upstream>| Arc::clone(&u.name)).collect();
+            let built = self.listener(l, &by_name, &names)?;
+            if listeners.iter().any(|o: &Listener| o.name == built.name) {
                 return Err(self.err(&l.get_ref().name, "listeners.name", "duplicate listener name"));
             }
             listeners.push(built);
@@ -177,7 +216,49 @@ impl Builder<'_> {
                 "at least one [[listeners]] entry is required",
             ));
         }
-        Ok(Config { source: self.source.to_path_buf(), runtime, limits, timeouts, upstreams, listeners, servers })
+        let admin = match &raw.admin {
+            Some(a) => {
+                let bind = self.socket_addr(&a.get_ref().bind, "admin.bind")?;
+                if listeners.iter().any(|l| l.bind == bind && bind.port() != 0) {
+                    return Err(self.err(
+                        &a.get_ref().bind,
+                        "admin.bind",
+                        "the admin listener cannot share a public listener's address",
+                    ));
+                }
+                Some(bind)
+            }
+            None => None,
+        };
+        let access_log = raw.access_log.as_ref().map(|a| self.access_log(a.get_ref())).transpose()?;
+        Ok(Config {
+            source: self.source.to_path_buf(),
+            runtime,
+            limits,
+            timeouts,
+            upstreams,
+            listeners,
+            servers,
+            admin,
+            access_log,
+        })
+    }
+
+    fn access_log(&self, a: &raw::RawAccessLog) -> Result<AccessLogConfig, ConfigError> {
+        let target = match a.path.get_ref().as_str() {
+            "stdout" => LogTarget::Stdout,
+            "" => return Err(self.err(&a.path, "access_log.path", "empty path")),
+            p => LogTarget::File(PathBuf::from(p)),
+        };
+        let format = match a.format.as_ref() {
+            None => LogFormat::Combined,
+            Some(f) => match f.get_ref().as_str() {
+                "combined" => LogFormat::Combined,
+                "json" => LogFormat::Json,
+                _ => return Err(self.err(f, "access_log.format", "expected \"combined\" or \"json\"")),
+            },
+        };
+        Ok(AccessLogConfig { target, format })
     }
 
     fn runtime(&self, r: &raw::RawRuntime) -> Result<RuntimeConfig, ConfigError> {
@@ -229,6 +310,10 @@ impl Builder<'_> {
             pin_cpus: r.pin_cpus.unwrap_or(true),
             read_buffer,
             log_level,
+            shutdown_timeout: match &r.shutdown_timeout {
+                Some(s) => self.duration(s, "runtime.shutdown_timeout")?,
+                None => DEFAULT_SHUTDOWN_TIMEOUT,
+            },
         })
     }
 
@@ -293,7 +378,7 @@ impl Builder<'_> {
         &self,
         name: &Spanned<String>,
         up: &Spanned<RawUpstream>,
-        servers: &mut Vec<SocketAddr>,
+        servers: &mut Vec<Arc<ServerState>>,
     ) -> Result<Upstream, ConfigError> {
         let key = format!("upstreams.{}", name.get_ref());
         let up = up.get_ref();
@@ -303,20 +388,16 @@ impl Builder<'_> {
         let mut members = Vec::new();
         for s in up.servers.get_ref() {
             let addr = self.socket_addr(s, &format!("{key}.servers"))?;
-            let id = match servers.iter().position(|a| *a == addr) {
-                Some(id) => id,
-                None => {
-                    servers.push(addr);
-                    servers.len() - 1
-                }
-            };
-            if members.iter().any(|&(_, a)| a == addr) {
+            if !servers.iter().any(|s| s.addr == addr) {
+                servers.push(server_state(addr));
+            }
+            if members.iter().any(|s: &Arc<ServerState>| s.addr == addr) {
                 return Err(self.err(s, &format!("{key}.servers"), format!("server {addr} listed twice")));
             }
-            members.push((id, addr));
+            members.push(server_state(addr));
         }
         let keepalive = up.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| *k.get_ref());
-        Ok(Upstream::new(name.get_ref().clone(), members, keepalive))
+        Ok(Upstream::new(name.get_ref().as_str().into(), members, keepalive))
     }
 
     fn socket_addr(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
@@ -331,9 +412,16 @@ impl Builder<'_> {
         }
     }
 
-    fn listener(&self, l: &Spanned<RawListener>, upstreams: &HashMap<String, usize>) -> Result<Listener, ConfigError> {
+    fn listener(
+        &self,
+        l: &Spanned<RawListener>,
+        upstreams: &HashMap<String, usize>,
+        upstream_names: &[Arc<str>],
+    ) -> Result<Listener, ConfigError> {
         let l = l.get_ref();
         let bind = self.socket_addr(&l.bind, "listeners.bind")?;
+        let name: Arc<str> = l.name.get_ref().as_str().into();
+        let dash: Arc<str> = "-".into();
         let mut routes = Router::new();
         for r in &l.routes {
             let r = r.get_ref();
@@ -358,11 +446,21 @@ impl Builder<'_> {
                     ))
                 }
             };
+            let upstream_label = match &action {
+                RouteAction::Proxy { upstream, .. } => Arc::clone(&upstream_names[*upstream]),
+                RouteAction::Status(_) => Arc::clone(&dash),
+            };
+            let labels = Arc::new(RouteLabels {
+                listener: Arc::clone(&name),
+                route: r.prefix.get_ref().as_str().into(),
+                upstream: upstream_label,
+            });
             routes
-                .insert(r.prefix.get_ref(), action)
+                .insert(r.prefix.get_ref(), Route { action, labels })
                 .map_err(|e| self.err(&r.prefix, "listeners.routes.prefix", format!("{e:?}")))?;
         }
-        Ok(Listener { name: l.name.get_ref().clone(), bind, routes })
+        let no_route = Arc::new(RouteLabels { listener: Arc::clone(&name), route: Arc::clone(&dash), upstream: dash });
+        Ok(Listener { name, bind, routes, no_route })
     }
 }
 

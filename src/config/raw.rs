@@ -19,6 +19,21 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub access_log: Option<Spanned<RawAccessLog>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: Spanned<String>,
+    pub format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +48,7 @@ pub struct RawRuntime {
     pub pin_cpus: Option<bool>,
     pub read_buffer: Option<Spanned<usize>>,
     pub log_level: Option<Spanned<String>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,8 +12,12 @@ fn seed_config_loads() {
     assert_eq!(c.listeners.len(), 2);
     assert_eq!(c.upstreams.len(), 3);
     assert_eq!(c.servers.len(), 4, "servers shared by upstreams get one pool each");
-    assert_eq!(c.listeners[0].name, "public");
-    assert_eq!(c.listeners[0].routes.lookup(b"/admin/x").map(|(a, _)| a.clone()), Some(RouteAction::Status(403)));
+    assert_eq!(&*c.listeners[0].name, "public");
+    let (route, _) = c.listeners[0].routes.lookup(b"/admin/x").expect("admin route");
+    assert_eq!(route.action, RouteAction::Status(403));
+    assert_eq!((&*route.labels.listener, &*route.labels.route, &*route.labels.upstream), ("public", "/admin", "-"));
+    let (route, _) = c.listeners[0].routes.lookup(b"/app1").expect("app1 route");
+    assert_eq!(&*route.labels.upstream, "app1backend");
     assert_eq!(c.upstreams[0].keepalive, 32);
     assert_eq!(c.runtime.driver, Driver::Auto);
     assert_eq!(c.timeouts.upstream_connect, DEFAULT_UPSTREAM_CONNECT_TIMEOUT);

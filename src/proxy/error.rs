@@ -10,6 +10,8 @@ use crate::http::request::RequestError;
 pub enum Side {
     Client,
     Upstream,
+    /// The proxy itself (its configuration changed under the connection).
+    Internal,
 }
 
 /// Whether another attempt may be made for the same request.
@@ -50,6 +52,10 @@ pub enum ProxyError {
     BadResponse(&'static str),
     /// The upstream's chunked body was malformed.
     UpstreamBody(ChunkError),
+    /// Every server of the upstream is out of rotation (drained).
+    NoServer,
+    /// The connection's listener was removed by a reload.
+    ListenerGone,
 }
 
 impl ProxyError {
@@ -66,7 +72,9 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout
             | ProxyError::UpstreamGone { .. }
             | ProxyError::BadResponse(_)
-            | ProxyError::UpstreamBody(_) => Side::Upstream,
+            | ProxyError::UpstreamBody(_)
+            | ProxyError::NoServer => Side::Upstream,
+            ProxyError::ListenerGone => Side::Internal,
         }
     }
 
@@ -84,6 +92,7 @@ impl ProxyError {
             | ProxyError::BadResponse(_)
             | ProxyError::UpstreamBody(_) => Some(502),
             ProxyError::UpstreamTimeout => Some(504),
+            ProxyError::NoServer | ProxyError::ListenerGone => Some(503),
         }
     }
 

@@ -18,6 +18,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        418 => "I'm a teapot",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -32,7 +33,8 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A complete response with a short text body. `head_only` omits the body
 /// (answering HEAD) but keeps its length.
-pub fn write_status(status: u16, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) {
+/// Returns the body bytes written.
+pub fn write_status(status: u16, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) -> u64 {
     out.clear();
     let reason = reason(status);
     let body_len = 3 + 1 + reason.len() + 1;
@@ -41,9 +43,11 @@ pub fn write_status(status: u16, keep_alive: bool, head_only: bool, out: &mut Ve
         "HTTP/1.1 {status} {reason}\r\nServer: ringway\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\n{}\r\n",
         if keep_alive { "" } else { "Connection: close\r\n" }
     );
-    if !head_only {
-        let _ = writeln!(out, "{status} {reason}");
+    if head_only {
+        return 0;
     }
+    let _ = writeln!(out, "{status} {reason}");
+    body_len as u64
 }
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

@@ -11,18 +11,20 @@ mod tunnel;
 mod upstream;
 
 pub use error::{ProxyError, Retry, Side};
+pub use local::reason;
 
-use crate::config::{Config, RouteAction, MAX_HEADERS_CEILING};
+use crate::access_log;
+use crate::config::{RouteAction, MAX_HEADERS_CEILING};
 use crate::http::head::{leading_empty_lines, HeadError, HeadScanner};
 use crate::http::path::normalize_path;
 use crate::http::request::{self, Method, RequestError};
 use crate::http::BodyKind;
-use crate::upstream::UpstreamPools;
+use crate::metrics::RouteLabels;
+use crate::runtime::{Snapshot, Worker};
 use buf::{write_out, ConnBuf};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -36,11 +38,9 @@ const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 /// kernel does not answer them with a reset that destroys our response.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// State one worker thread owns; shared by its sessions through `Rc`.
-pub struct Worker {
-    pub config: Arc<Config>,
-    pub pools: RefCell<UpstreamPools>,
-}
+/// Status recorded for a request whose client went away before any answer
+/// (nginx's convention).
+const CLIENT_CLOSED: u16 = 499;
 
 /// What the rest of an exchange needs from the request head, copied out so
 /// the borrow of the read buffer can end.
@@ -71,7 +71,9 @@ enum Next {
 
 pub struct Session {
     worker: Rc<Worker>,
-    listener: usize,
+    /// The snapshot this request runs on (refreshed between requests).
+    config: Rc<Snapshot>,
+    listener: Arc<str>,
     client: TcpStream,
     peer: SocketAddr,
     cbuf: ConnBuf,
@@ -84,13 +86,30 @@ pub struct Session {
     path: Vec<u8>,
     scanner: HeadScanner,
     response_started: bool,
+    /// Status sent (or to record) for the current request.
+    status: u16,
+    /// Labels the current request is counted under.
+    labels: Option<Arc<RouteLabels>>,
+    /// Response body bytes sent for the current request.
+    bytes_sent: u64,
+    /// The server that answered the current request.
+    upstream_addr: Option<SocketAddr>,
+    /// Method, target, Referer and User-Agent of the current request, kept
+    /// only when access logging is on; `log_marks` are their end offsets.
+    log_req: Vec<u8>,
+    log_marks: [usize; 4],
+    http10: bool,
+    /// The `Upgrade` value the current request offered (empty if none).
+    upgrade_offer: Vec<u8>,
 }
 
 impl Session {
-    pub fn new(worker: Rc<Worker>, listener: usize, client: TcpStream, peer: SocketAddr) -> Self {
-        let cfg = &worker.config;
-        let (rb, max_head) = (cfg.runtime.read_buffer, cfg.limits.max_header_bytes + 1);
+    pub fn new(worker: Rc<Worker>, listener: Arc<str>, client: TcpStream, peer: SocketAddr) -> Self {
+        let config = worker.config();
+        let (rb, max_head) = (config.runtime.read_buffer, config.limits.max_header_bytes + 1);
+        worker.metrics.borrow_mut().connection_opened(&listener);
         Session {
+            config,
             listener,
             client,
             peer,
@@ -101,44 +120,117 @@ impl Session {
             path: Vec::new(),
             scanner: HeadScanner::default(),
             response_started: false,
+            status: 0,
+            labels: None,
+            bytes_sent: 0,
+            upstream_addr: None,
+            log_req: Vec::new(),
+            log_marks: [0; 4],
+            http10: false,
+            upgrade_offer: Vec::new(),
             worker,
         }
     }
 
     pub async fn run(mut self) {
         loop {
+            self.config = self.worker.config();
             self.response_started = false;
-            let next = match self.read_head().await {
-                Ok(None) => Ok(Next::Close),
-                Ok(Some(head_len)) => match self.prepare(head_len) {
-                    Ok(x) => {
-                        self.cbuf.consume(head_len);
-                        self.exchange(x).await
-                    }
-                    Err(e) => Err(e),
-                },
+            self.status = 0;
+            self.labels = None;
+            self.bytes_sent = 0;
+            self.upstream_addr = None;
+            self.log_req.clear();
+            self.log_marks = [0; 4];
+            let head_len = match self.read_head().await {
+                Ok(None) => break,
+                Ok(Some(n)) => n,
+                Err(e) => {
+                    self.worker.request_started();
+                    let started = Instant::now();
+                    self.answer_error(e).await;
+                    self.finish(started);
+                    break;
+                }
+            };
+            // A reload while this connection idled applies to this request.
+            self.config = self.worker.config();
+            self.worker.request_started();
+            let started = Instant::now();
+            let result = match self.prepare(head_len) {
+                Ok(x) => {
+                    self.cbuf.consume(head_len);
+                    self.exchange(x).await
+                }
                 Err(e) => Err(e),
             };
-            match next {
-                Ok(Next::KeepAlive) => continue,
-                Ok(Next::Close) => break,
-                Ok(Next::Upgrade(upstream)) => {
-                    let Session { client, cbuf, ubuf, worker, .. } = self;
-                    let idle = worker.config.timeouts.tunnel_idle;
-                    return tunnel::run(client, cbuf, upstream, ubuf, idle).await;
-                }
+            let next = match result {
+                Ok(next) => next,
                 Err(e) => {
-                    log::debug!("{} side failed for {}: {e:?}", side_name(e.side()), self.peer);
-                    if let (false, Some(status)) = (self.response_started, e.status()) {
-                        local::write_status(status, false, false, &mut self.out);
-                        let send = self.worker.config.timeouts.client_send;
-                        let _ = timeout(send, write_out(&mut self.client, &mut self.out)).await;
-                    }
-                    break;
+                    self.answer_error(e).await;
+                    Next::Close
+                }
+            };
+            self.finish(started);
+            match next {
+                Next::KeepAlive => continue,
+                Next::Close => break,
+                Next::Upgrade(upstream) => {
+                    self.worker.metrics.borrow_mut().connection_closed(&self.listener);
+                    let Session { client, cbuf, ubuf, config, .. } = self;
+                    return tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle).await;
                 }
             }
         }
         self.close().await;
+        self.worker.metrics.borrow_mut().connection_closed(&self.listener);
+    }
+
+    /// Answers a failed request with its status, if nothing was sent yet.
+    async fn answer_error(&mut self, e: ProxyError) {
+        log::debug!("{} side failed for {}: {e:?}", side_name(e.side()), self.peer);
+        match (self.response_started, e.status()) {
+            (false, Some(status)) => {
+                self.status = status;
+                self.bytes_sent = local::write_status(status, false, false, &mut self.out);
+                let send = self.config.timeouts.client_send;
+                let _ = timeout(send, write_out(&mut self.client, &mut self.out)).await;
+            }
+            (false, None) => self.status = CLIENT_CLOSED,
+            (true, _) => {}
+        }
+    }
+
+    /// Counts the request that just ended.
+    fn finish(&mut self, started: Instant) {
+        let labels = match self.labels.take() {
+            Some(l) => l,
+            None => match self.config.listeners.iter().find(|l| l.name == self.listener) {
+                Some(l) => Arc::clone(&l.no_route),
+                None => return self.worker.request_finished(),
+            },
+        };
+        let elapsed = started.elapsed();
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.worker.metrics.borrow_mut().request(&labels, self.status, micros);
+        if self.worker.logs_access() {
+            let [m, t, r, u] = self.log_marks;
+            let field = |a: usize, b: usize| self.log_req.get(a..b).unwrap_or_default();
+            self.worker.log_access(&access_log::Entry {
+                client: self.peer,
+                method: field(0, m),
+                target: field(m, t),
+                http10: self.http10,
+                status: self.status,
+                bytes: self.bytes_sent,
+                duration: elapsed,
+                upstream: self.upstream_addr,
+                route: &labels.route,
+                referer: field(t, r),
+                user_agent: field(r, u),
+            });
+        }
+        self.worker.request_finished();
     }
 
     /// Half-closes, then reads briefly so unread request bytes do not turn
@@ -160,13 +252,17 @@ impl Session {
     /// Reads until a complete head is buffered. `Ok(None)`: the client
     /// closed or idled out between requests, which needs no answer.
     async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
-        let t = self.worker.config.timeouts;
-        let max = self.worker.config.limits.max_header_bytes;
+        let t = self.config.timeouts;
+        let max = self.config.limits.max_header_bytes;
         self.scanner.reset();
         let mut deadline: Option<Instant> = None;
         loop {
             let skip = leading_empty_lines(self.cbuf.data());
-            self.cbuf.consume(skip);
+            if skip > 0 {
+                // The scanner's resume point is relative to the buffer start.
+                self.cbuf.consume(skip);
+                self.scanner.reset();
+            }
             if !self.cbuf.is_empty() {
                 deadline.get_or_insert_with(|| Instant::now() + t.client_header);
                 match self.scanner.scan(self.cbuf.data(), max) {
@@ -193,11 +289,21 @@ impl Session {
     /// Validates and routes the buffered head; for a proxied request also
     /// writes the upstream head into `uhead`.
     fn prepare(&mut self, head_len: usize) -> Result<Exchange, ProxyError> {
-        let worker = Rc::clone(&self.worker);
-        let config = &worker.config;
+        let config = Rc::clone(&self.config);
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
         let req =
             request::parse(&self.cbuf.data()[..head_len], &mut slots, &config.limits).map_err(ProxyError::Request)?;
+        self.http10 = req.http10;
+        self.upgrade_offer.clear();
+        if let Some(offer) = req.upgrade {
+            self.upgrade_offer.extend_from_slice(offer);
+        }
+        if self.worker.logs_access() {
+            let (mut log_req, mut marks) = (std::mem::take(&mut self.log_req), [0; 4]);
+            keep_for_log(&req, &mut log_req, &mut marks);
+            self.log_req = log_req;
+            self.log_marks = marks;
+        }
         let asterisk = req.path == b"*";
         if asterisk {
             self.path.clear();
@@ -206,8 +312,15 @@ impl Session {
             normalize_path(req.path, &mut self.path)
                 .map_err(|_| ProxyError::Request(RequestError::BadRequest("path cannot be normalized")))?;
         }
-        let routes = &config.listeners[self.listener].routes;
-        let action = match routes.lookup(&self.path) {
+        let listener = config
+            .listeners
+            .iter()
+            .find(|l| l.name == self.listener)
+            // The listener left the config in a reload; its sockets are closed.
+            .ok_or(ProxyError::ListenerGone)?;
+        let route = listener.routes.lookup(&self.path);
+        self.labels = Some(Arc::clone(route.map_or(&listener.no_route, |(r, _)| &r.labels)));
+        let action = match route.map(|(r, m)| (&r.action, m)) {
             None => Action::Local(404),
             Some((RouteAction::Status(s), _)) => Action::Local(*s),
             Some((RouteAction::Proxy { upstream, strip_prefix }, matched)) => {
@@ -225,7 +338,7 @@ impl Session {
             method: req.method,
             http10: req.http10,
             body: req.body,
-            keep_alive: req.keep_alive,
+            keep_alive: req.keep_alive && !self.worker.is_shutting_down(),
             expect_continue: req.expect_continue,
             upgrade: req.upgrade.is_some(),
             action,
@@ -251,9 +364,10 @@ impl Session {
             }
             _ => keep = false,
         }
-        local::write_status(status, keep, x.method == Method::Head, &mut self.out);
+        self.bytes_sent = local::write_status(status, keep, x.method == Method::Head, &mut self.out);
         self.response_started = true;
-        let send = self.worker.config.timeouts.client_send;
+        self.status = status;
+        let send = self.config.timeouts.client_send;
         match timeout(send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) if keep => Ok(Next::KeepAlive),
             Ok(Ok(())) => Ok(Next::Close),
@@ -262,7 +376,7 @@ impl Session {
     }
 
     async fn drain(&mut self, mut left: u64) -> Result<(), ProxyError> {
-        let idle = self.worker.config.timeouts.client_body;
+        let idle = self.config.timeouts.client_body;
         while left > 0 {
             if self.cbuf.is_empty() {
                 match timeout(idle, self.cbuf.fill(&mut self.client)).await {
@@ -278,9 +392,26 @@ impl Session {
     }
 }
 
+/// Keeps what the access log needs from a head about to be consumed:
+/// method, target, Referer, User-Agent, with `marks` their end offsets.
+fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [usize; 4]) {
+    buf.clear();
+    buf.extend_from_slice(req.method_token.as_bytes());
+    let m = buf.len();
+    buf.extend_from_slice(req.path);
+    buf.extend_from_slice(req.query);
+    let t = buf.len();
+    let find = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    buf.extend_from_slice(find("referer").unwrap_or_default());
+    let r = buf.len();
+    buf.extend_from_slice(find("user-agent").unwrap_or_default());
+    *marks = [m, t, r, buf.len()];
+}
+
 fn side_name(side: Side) -> &'static str {
     match side {
         Side::Client => "client",
         Side::Upstream => "upstream",
+        Side::Internal => "internal",
     }
 }

@@ -9,15 +9,30 @@ use super::local::CONTINUE;
 use super::{Exchange, Next, Session};
 use crate::config::MAX_HEADERS_CEILING;
 use crate::http::head::HeadError;
+use crate::http::headers::list_items;
 use crate::http::request::Method;
 use crate::http::response::{self, client_framing, ClientFraming};
 use crate::http::BodyKind;
+use crate::metrics::Outcome;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// The metrics outcome of one attempt.
+fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Success,
+        Err(ProxyError::UpstreamTimeout) => Outcome::Timeout,
+        Err(ProxyError::UpstreamGone { .. }) => Outcome::Reset,
+        Err(ProxyError::BadResponse(_) | ProxyError::UpstreamBody(_)) => Outcome::BadResponse,
+        Err(ProxyError::Connect) => Outcome::ConnectError,
+        // The client side failed; the server did its part.
+        Err(_) => Outcome::Success,
+    }
+}
 
 /// How one attempt on one upstream connection ended.
 struct Done {
@@ -39,31 +54,43 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyEr
 
 impl Session {
     pub(super) async fn proxy(&mut self, upstream: usize, x: Exchange) -> Result<Next, ProxyError> {
+        let config = Rc::clone(&self.config);
         let worker = Rc::clone(&self.worker);
-        let up = &worker.config.upstreams[upstream];
-        let connect_limit = worker.config.timeouts.upstream_connect;
+        let up = &config.upstreams[upstream];
         let first = up.pick();
-        let mut tries = 0;
+        // Drained servers are skipped; the rest are tried in rotation order,
+        // each at most once.
+        let mut candidates = (0..up.servers.len()).map(|n| up.nth_after(first, n)).filter(|s| !s.state.is_drained());
+        let mut server = candidates.next().ok_or(ProxyError::NoServer)?;
         let mut fresh_only = false;
         loop {
-            let server = up.nth_after(first, tries);
             let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id) };
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => match connect(server.addr, connect_limit).await {
-                    Ok(c) => c,
+                None => match connect(server.addr, config.timeouts.upstream_connect).await {
+                    Ok(c) => {
+                        worker.metrics.borrow_mut().connect(server.id, server.addr);
+                        c
+                    }
                     Err(e) => {
                         log::warn!("upstream {} server {}: connect failed", up.name, server.addr);
-                        tries += 1;
-                        if tries < up.servers.len() {
-                            continue;
-                        }
-                        return Err(e);
+                        worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, Outcome::ConnectError);
+                        server = match candidates.next() {
+                            Some(next) => next,
+                            None => return Err(e),
+                        };
+                        worker.metrics.borrow_mut().retry();
+                        continue;
                     }
                 },
             };
-            match self.forward(&mut conn, x, reused).await {
+            worker.upstream_in_use(server.id, true);
+            self.upstream_addr = Some(server.addr);
+            let result = self.forward(&mut conn, x, reused).await;
+            worker.upstream_in_use(server.id, false);
+            worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&result));
+            match result {
                 Ok(done) if done.upgraded => return Ok(Next::Upgrade(conn)),
                 Ok(done) => {
                     if done.upstream_reusable {
@@ -78,6 +105,7 @@ impl Session {
                         // it; one retry on a fresh connection is safe.
                         fresh_only = true;
                         self.ubuf.clear();
+                        worker.metrics.borrow_mut().retry();
                         continue;
                     }
                     return Err(e);
@@ -88,7 +116,7 @@ impl Session {
 
     /// One attempt: request out, response back.
     async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
-        let t = self.worker.config.timeouts;
+        let t = self.config.timeouts;
         let gone = ProxyError::UpstreamGone { reused, answered: false };
         let head = std::mem::take(&mut self.uhead);
         let (res, head) = match timeout(t.upstream_send, up.write_all(head)).await {
@@ -112,7 +140,7 @@ impl Session {
                 out: &mut self.out,
                 read_timeout: t.client_body,
                 write_timeout: t.upstream_send,
-                max_bytes: self.worker.config.limits.max_body_bytes,
+                max_bytes: self.config.limits.max_body_bytes,
             };
             relay.run(x.body, enc).await.map_err(|e| match e {
                 RelayError::SrcIo | RelayError::SrcEof => ProxyError::ClientGone,
@@ -141,20 +169,22 @@ impl Session {
             write_timeout: t.client_send,
             max_bytes: None,
         };
-        relay.run(body, enc).await.map_err(|e| match e {
+        self.bytes_sent = 0;
+        let sent = relay.run(body, enc).await.map_err(|e| match e {
             RelayError::SrcIo | RelayError::SrcEof => ProxyError::UpstreamGone { reused, answered: true },
             RelayError::SrcTimeout => ProxyError::UpstreamTimeout,
             RelayError::SrcFraming(c) => ProxyError::UpstreamBody(c),
             RelayError::TooLarge => ProxyError::BadResponse("body too large"),
             RelayError::DstIo | RelayError::DstTimeout => ProxyError::ClientGone,
         })?;
+        self.bytes_sent = sent;
         let upstream_reusable = !upstream_close && self.ubuf.is_empty();
         self.ubuf.clear();
         Ok(Done { upstream_reusable, client_keep_alive: keep_alive, upgraded: false })
     }
 
     async fn send_out(&mut self) -> Result<(), ProxyError> {
-        match timeout(self.worker.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
+        match timeout(self.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ProxyError::ClientGone),
             Err(_) => Err(ProxyError::ClientSendTimeout),
@@ -169,8 +199,8 @@ impl Session {
         x: Exchange,
         reused: bool,
     ) -> Result<ResponseHead, ProxyError> {
-        let wait = self.worker.config.timeouts.upstream_response;
-        let max = self.worker.config.limits.max_header_bytes;
+        let wait = self.config.timeouts.upstream_response;
+        let max = self.config.limits.max_header_bytes;
         self.scanner.reset();
         loop {
             let head_len = loop {
@@ -214,7 +244,14 @@ impl Session {
             if !x.upgrade {
                 return Err(ProxyError::BadResponse("101 to a request that did not upgrade"));
             }
+            // RFC 9110 §7.8: the server may only switch to protocols the
+            // client offered.
+            let offered = |p: &[u8]| list_items(&self.upgrade_offer).any(|o| o.eq_ignore_ascii_case(p));
+            if !resp.upgrade.is_some_and(|u| list_items(u).all(offered)) {
+                return Err(ProxyError::BadResponse("101 to a protocol the client did not offer"));
+            }
             response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
+            self.status = 101;
             Some((BodyKind::None, ClientFraming::Switch, true, false))
         } else if resp.is_informational() {
             self.out.clear();
@@ -223,6 +260,7 @@ impl Session {
             }
             None
         } else {
+            self.status = resp.status;
             let framing = client_framing(resp.body, x.http10);
             let keep_alive = x.keep_alive && framing != ClientFraming::UntilClose;
             response::write_client_head(&resp, framing, x.http10, keep_alive, &mut self.out);

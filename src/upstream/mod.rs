@@ -4,23 +4,27 @@
 //! pick, so the rotation is exact across workers.
 
 mod pool;
+mod server;
 
 pub use pool::{PooledConn, UpstreamPools};
+pub use server::{server_state, ServerState};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// One backend of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Server {
-    /// Index into `Config::servers`, which names the worker's pool for it.
+    /// Stable process-wide index (`ServerState::id`): names the worker's pool.
     pub id: usize,
     pub addr: SocketAddr,
+    pub state: Arc<ServerState>,
 }
 
 #[derive(Debug)]
 pub struct Upstream {
-    pub name: String,
+    pub name: Arc<str>,
     pub servers: Vec<Server>,
     /// Idle connections kept per server per worker.
     pub keepalive: usize,
@@ -28,10 +32,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(name: String, members: Vec<(usize, SocketAddr)>, keepalive: usize) -> Self {
+    pub fn new(name: Arc<str>, members: Vec<Arc<ServerState>>, keepalive: usize) -> Self {
         Upstream {
             name,
-            servers: members.into_iter().map(|(id, addr)| Server { id, addr }).collect(),
+            servers: members.into_iter().map(|state| Server { id: state.id, addr: state.addr, state }).collect(),
             keepalive,
             next: AtomicUsize::new(0),
         }
@@ -45,8 +49,12 @@ impl Upstream {
         self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()
     }
 
-    pub fn nth_after(&self, first: usize, n: usize) -> Server {
-        self.servers[(first + n) % self.servers.len()]
+    pub fn nth_after(&self, first: usize, n: usize) -> &Server {
+        &self.servers[(first + n) % self.servers.len()]
+    }
+
+    pub fn server(&self, addr: SocketAddr) -> Option<&Server> {
+        self.servers.iter().find(|s| s.addr == addr)
     }
 }
 
@@ -55,7 +63,7 @@ mod tests {
     use super::*;
 
     fn up(n: usize) -> Upstream {
-        let members = (0..n).map(|i| (i, SocketAddr::from(([127, 0, 0, 1], 2000 + i as u16)))).collect();
+        let members = (0..n).map(|i| server_state(SocketAddr::from(([127, 0, 0, 1], 2000 + i as u16)))).collect();
         Upstream::new("u".into(), members, 4)
     }
 

@@ -41,8 +41,19 @@ fn still_usable(stream: &TcpStream) -> bool {
 }
 
 impl UpstreamPools {
-    pub fn new(servers: usize, idle_timeout: Duration) -> Self {
-        UpstreamPools { pools: (0..servers).map(|_| ServerPool::default()).collect(), idle_timeout }
+    pub fn new(idle_timeout: Duration) -> Self {
+        UpstreamPools { pools: Vec::new(), idle_timeout }
+    }
+
+    /// Closes every idle connection to servers not in `keep` (after a reload
+    /// removed them).
+    pub fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        for (id, pool) in self.pools.iter_mut().enumerate() {
+            if !keep(id) {
+                pool.idle.clear();
+                pool.order.clear();
+            }
+        }
     }
 
     /// An idle connection to server `id`, most recent first. Connections the
@@ -62,10 +73,14 @@ impl UpstreamPools {
     /// Returns a connection whose last exchange ended cleanly. Beyond
     /// `keepalive` idle connections the oldest is closed.
     pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize) {
-        let Some(pool) = self.pools.get_mut(id) else { return };
         if keepalive == 0 {
             return;
         }
+        if self.pools.len() <= id {
+            // Server ids are process-wide; a reload may name a new one.
+            self.pools.resize_with(id + 1, ServerPool::default);
+        }
+        let pool = &mut self.pools[id];
         if pool.order.len() >= keepalive {
             let oldest = pool.order.remove(0);
             pool.idle.remove(oldest);

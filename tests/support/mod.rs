@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Read/write timeout for every socket in the tests.
@@ -184,6 +184,13 @@ impl Conn {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// Takes the bytes read from the socket but not consumed yet.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let v = self.buffered().to_vec();
+        self.pos = self.buf.len();
+        v
+    }
+
     /// Reads a chunked body. Returns (raw bytes, decoded bytes).
     pub fn read_chunked(&mut self) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let mut raw = Vec::new();
@@ -257,6 +264,8 @@ pub struct Recorded {
     /// In counting mode: whether the decoded body repeated `pattern()`.
     pub body_matches_pattern: bool,
     pub conn_id: usize,
+    /// Whether the whole message (head and body, as framed) arrived.
+    pub complete: bool,
 }
 
 impl Recorded {
@@ -297,7 +306,17 @@ pub enum Reply {
     Close(Vec<u8>),
     /// Write with the function (e.g. a large streamed body), then close.
     Stream(Box<StreamFn>),
+    /// Run the function, then keep serving requests on the connection
+    /// (e.g. write a response and arrange for stray bytes later).
+    StreamKeep(Box<StreamFn>),
+    /// Take the connection over: the function gets the bytes that arrived
+    /// after the request (already read by the backend) and the socket; the
+    /// connection is closed when it returns (e.g. a 101 and a tunnel).
+    Takeover(Box<TakeoverFn>),
 }
+
+/// Takes a connection over after a request, see `Reply::Takeover`.
+pub type TakeoverFn = dyn FnOnce(Vec<u8>, &mut TcpStream) -> io::Result<()> + Send;
 
 /// A complete `200 OK` with a Content-Length body.
 pub fn ok(body: &str) -> Reply {
@@ -312,9 +331,35 @@ enum BodyMode {
     CountPattern,
 }
 
+/// What the backend saw, shared with its connection threads; every change
+/// is signalled so tests can wait for a state without sleeping.
+#[derive(Default)]
+struct BackendState {
+    inner: Mutex<Seen>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Seen {
+    requests: Vec<Recorded>,
+    closed: usize,
+}
+
+impl BackendState {
+    fn push(&self, rec: Recorded) {
+        self.inner.lock().expect("lock").requests.push(rec);
+        self.changed.notify_all();
+    }
+
+    fn conn_closed(&self) {
+        self.inner.lock().expect("lock").closed += 1;
+        self.changed.notify_all();
+    }
+}
+
 pub struct RecordingBackend {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Recorded>>>,
+    state: Arc<BackendState>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -340,22 +385,25 @@ impl RecordingBackend {
     fn start_mode(mode: BodyMode, handler: Arc<Handler>) -> RecordingBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("backend bind");
         let addr = listener.local_addr().expect("backend addr");
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(BackendState::default());
         let accepted = Arc::new(AtomicUsize::new(0));
         {
-            let requests = Arc::clone(&requests);
+            let state = Arc::clone(&state);
             let accepted = Arc::clone(&accepted);
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { continue };
                     let conn_id = accepted.fetch_add(1, Ordering::SeqCst);
-                    let requests = Arc::clone(&requests);
+                    let state = Arc::clone(&state);
                     let handler = Arc::clone(&handler);
-                    std::thread::spawn(move || serve_conn(stream, conn_id, mode, &requests, &*handler));
+                    std::thread::spawn(move || {
+                        serve_conn(stream, conn_id, mode, &state, &*handler);
+                        state.conn_closed();
+                    });
                 }
             });
         }
-        RecordingBackend { addr, requests, accepted }
+        RecordingBackend { addr, state, accepted }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -363,7 +411,41 @@ impl RecordingBackend {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().expect("lock").clone()
+        self.state.inner.lock().expect("lock").requests.clone()
+    }
+
+    /// Backend connections that ended (the proxy closed them, or the
+    /// backend's reply closed them).
+    pub fn connections_closed(&self) -> usize {
+        self.state.inner.lock().expect("lock").closed
+    }
+
+    /// Waits (up to `IO_TIMEOUT`) until `cond(requests, closed connections)`
+    /// holds; returns whether it did.
+    pub fn wait_until(&self, cond: impl Fn(&[Recorded], usize) -> bool) -> bool {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut seen = self.state.inner.lock().expect("lock");
+        loop {
+            if cond(&seen.requests, seen.closed) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            seen = self.state.changed.wait_timeout(seen, left).expect("lock").0;
+        }
+    }
+
+    /// Waits until at least `n` requests were recorded; returns them all.
+    pub fn wait_requests(&self, n: usize) -> Vec<Recorded> {
+        assert!(self.wait_until(|r, _| r.len() >= n), "backend saw {:?}, expected {n} requests", self.requests());
+        self.requests()
+    }
+
+    /// Waits until at least `n` backend connections have ended.
+    pub fn wait_closed(&self, n: usize) {
+        assert!(self.wait_until(|_, c| c >= n), "only {} of {n} backend connections ended", self.connections_closed());
     }
 
     pub fn connections_accepted(&self) -> usize {
@@ -371,7 +453,7 @@ impl RecordingBackend {
     }
 }
 
-fn serve_conn(stream: TcpStream, conn_id: usize, mode: BodyMode, requests: &Mutex<Vec<Recorded>>, handler: &Handler) {
+fn serve_conn(stream: TcpStream, conn_id: usize, mode: BodyMode, state: &BackendState, handler: &Handler) {
     let mut conn = Conn::new(stream);
     // Idle keep-alive connections from the proxy's pool may sit for long;
     // the backend waits on them without a deadline-induced failure.
@@ -388,6 +470,7 @@ fn serve_conn(stream: TcpStream, conn_id: usize, mode: BodyMode, requests: &Mute
             body_len: 0,
             body_matches_pattern: true,
             conn_id,
+            complete: true,
         };
         let body_ok = match (mode, chunked) {
             (BodyMode::Keep, true) => conn.read_chunked().map(|(raw, dec)| {
@@ -405,11 +488,12 @@ fn serve_conn(stream: TcpStream, conn_id: usize, mode: BodyMode, requests: &Mute
         }
         if body_ok.is_err() {
             rec.body_matches_pattern = false;
-            requests.lock().expect("lock").push(rec);
+            rec.complete = false;
+            state.push(rec);
             return;
         }
         let reply = handler(&rec);
-        requests.lock().expect("lock").push(rec);
+        state.push(rec);
         match reply {
             Reply::Bytes(b) => {
                 if conn.stream.write_all(&b).is_err() {
@@ -425,6 +509,18 @@ fn serve_conn(stream: TcpStream, conn_id: usize, mode: BodyMode, requests: &Mute
             }
             Reply::Stream(f) => {
                 let _ = f(&mut conn.stream);
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                let _ = conn.read_to_close();
+                return;
+            }
+            Reply::StreamKeep(f) => {
+                if f(&mut conn.stream).is_err() {
+                    return;
+                }
+            }
+            Reply::Takeover(f) => {
+                let early = conn.take_buffered();
+                let _ = f(early, &mut conn.stream);
                 let _ = conn.stream.shutdown(Shutdown::Write);
                 let _ = conn.read_to_close();
                 return;
@@ -836,4 +932,183 @@ routes = [ {{ prefix = "{prefix}", upstream = "x" }} ]
 /// A proxy with one listener `public` sending everything to `b`.
 pub fn proxy_to(b: &RecordingBackend) -> Proxy {
     proxy_with_route(b.addr(), "/")
+}
+
+// ---------------------------------------------------------------------------
+// Raw exchanges and custom configs (HTTP/1.1 hazard tests).
+// ---------------------------------------------------------------------------
+
+/// What a client got on one connection: every byte until the proxy closed
+/// (`closed`) or `IO_TIMEOUT` passed without a close.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub bytes: Vec<u8>,
+    pub closed: bool,
+}
+
+impl RawReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).to_string()
+    }
+
+    /// The responses in the bytes (Content-Length / chunked / bodyless
+    /// framing), `(status, raw head)` each; stops at bytes that do not
+    /// parse as a whole response.
+    pub fn responses(&self) -> Vec<(u16, String)> {
+        split_responses(&self.bytes).0
+    }
+
+    /// Status codes of all responses, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        self.responses().iter().map(|(s, _)| *s).collect()
+    }
+
+    /// Asserts: exactly one response, its status is one of `allowed`, it
+    /// says `Connection: close`, nothing follows it, and the proxy closed.
+    pub fn assert_one_and_closed(&self, allowed: &[u16]) {
+        let (resps, rest) = split_responses(&self.bytes);
+        assert_eq!(resps.len(), 1, "expected exactly one response, got {:?}", self.text());
+        assert!(allowed.contains(&resps[0].0), "status {} not in {allowed:?}: {:?}", resps[0].0, self.text());
+        assert!(rest.is_empty(), "bytes after the response: {:?}", String::from_utf8_lossy(rest));
+        let fields = parse_fields(&resps[0].1);
+        assert!(
+            field(&fields, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")),
+            "an error answer must say Connection: close: {:?}",
+            resps[0].1
+        );
+        assert!(self.closed, "the proxy did not close the connection: {:?}", self.text());
+    }
+}
+
+/// Splits raw bytes into complete responses; returns them and the rest.
+pub fn split_responses(mut raw: &[u8]) -> (Vec<(u16, String)>, &[u8]) {
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { break };
+        let head = String::from_utf8_lossy(&raw[..end + 4]).to_string();
+        let Some(status) = head.strip_prefix("HTTP/1.").and_then(|r| r.get(2..5)).and_then(|s| s.parse::<u16>().ok())
+        else {
+            break;
+        };
+        let fields = parse_fields(&head);
+        let mut rest = &raw[end + 4..];
+        let bodyless = (100..200).contains(&status) || status == 204 || status == 304;
+        if !bodyless {
+            if field(&fields, "transfer-encoding").is_some() {
+                let Some(n) = chunked_body_len(rest) else { break };
+                rest = &rest[n..];
+            } else if let Some(len) = field(&fields, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+                if rest.len() < len {
+                    break;
+                }
+                rest = &rest[len..];
+            } else {
+                rest = &[];
+            }
+        }
+        out.push((status, head));
+        raw = rest;
+    }
+    (out, raw)
+}
+
+/// Bytes taken by a complete chunked body at the start of `raw` (sizes,
+/// data, last chunk, trailers), or None if it is not all there.
+pub fn chunked_body_len(raw: &[u8]) -> Option<usize> {
+    let line_end = |from: usize| raw[from..].windows(2).position(|w| w == b"\r\n").map(|i| from + i);
+    let mut at = 0;
+    for _ in 0..1_000_000 {
+        let eol = line_end(at)?;
+        let text = std::str::from_utf8(&raw[at..eol]).ok()?;
+        let size = usize::from_str_radix(text.split(';').next()?.trim(), 16).ok()?;
+        at = eol + 2;
+        if size == 0 {
+            for _ in 0..1000 {
+                let eol = line_end(at)?;
+                let empty = eol == at;
+                at = eol + 2;
+                if empty {
+                    return Some(at);
+                }
+            }
+            return None;
+        }
+        at = at.checked_add(size)?.checked_add(2)?;
+        if at > raw.len() {
+            return None;
+        }
+    }
+    None
+}
+
+/// Sends `bytes` on a new connection and reads until the proxy closes it
+/// (a reset counts as a close) or `IO_TIMEOUT` passes.
+pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> RawReply {
+    let mut c = Conn::connect(addr);
+    c.write(bytes);
+    read_reply(&mut c)
+}
+
+/// Reads on `c` until the peer closes or `IO_TIMEOUT` passes.
+pub fn read_reply(c: &mut Conn) -> RawReply {
+    let mut bytes = c.take_buffered();
+    let mut tmp = [0u8; 64 * 1024];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while Instant::now() < deadline {
+        match c.stream.read(&mut tmp) {
+            Ok(0) => return RawReply { bytes, closed: true },
+            Ok(n) => bytes.extend_from_slice(&tmp[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+            Err(_) => return RawReply { bytes, closed: true },
+        }
+    }
+    RawReply { bytes, closed: false }
+}
+
+/// A config header: `[runtime]` with `threads`, `[timeouts]` (the `RUNTIME`
+/// values overridden by `timeouts`), and `[limits]` with `limits`.
+pub fn runtime_config(threads: usize, timeouts: &[(&str, &str)], limits: &[(&str, &str)]) -> String {
+    let mut t: Vec<(String, String)> =
+        [("client_header", "10s"), ("client_idle", "20s"), ("upstream_connect", "2s"), ("upstream_response", "10s")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    for (k, v) in timeouts {
+        match t.iter_mut().find(|(n, _)| n == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => t.push((k.to_string(), v.to_string())),
+        }
+    }
+    let mut s = format!("\n[runtime]\nthreads = {threads}\nlog_level = \"warn\"\n\n[timeouts]\n");
+    for (k, v) in &t {
+        s.push_str(&format!("{k} = \"{v}\"\n"));
+    }
+    s.push_str("\n[limits]\n");
+    for (k, v) in limits {
+        s.push_str(&format!("{k} = {v}\n"));
+    }
+    s
+}
+
+/// A proxy with one listener `public`: `header` (see `runtime_config`),
+/// upstream `x` = `server`, and `routes` (TOML inline tables, e.g.
+/// `{ prefix = "/", upstream = "x" }`).
+pub fn proxy_custom(header: &str, server: SocketAddr, routes: &str) -> Proxy {
+    Proxy::start(&format!(
+        r#"{header}
+[upstreams.x]
+servers = ["{server}"]
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+routes = [ {routes} ]
+"#
+    ))
+}
+
+/// One worker (so every client connection shares one upstream pool) and
+/// everything routed to `b`.
+pub fn proxy_one_worker(b: &RecordingBackend) -> Proxy {
+    proxy_custom(&runtime_config(1, &[], &[]), b.addr(), r#"{ prefix = "/", upstream = "x" }"#)
 }

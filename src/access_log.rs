@@ -1,0 +1,277 @@
+//! Access logging off the request path: each worker formats lines into its
+//! own buffer and hands full buffers (and whatever is left on every tick) to
+//! one writer thread over a channel, so a worker never makes a blocking write
+//! per request. SIGUSR1 makes the writer reopen its file for log rotation.
+
+use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A worker hands its buffer over once it holds this many bytes.
+pub const FLUSH_BYTES: usize = 32 * 1024;
+
+enum Message {
+    Lines(Vec<u8>),
+    Reopen,
+    Flush(Sender<()>),
+}
+
+fn writer() -> &'static Mutex<Option<Sender<Message>>> {
+    static WRITER: OnceLock<Mutex<Option<Sender<Message>>>> = OnceLock::new();
+    WRITER.get_or_init(|| Mutex::new(None))
+}
+
+fn open(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        LogTarget::Stdout => Box::new(io::stdout()),
+        LogTarget::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+    })
+}
+
+/// Starts the writer thread (once per process). Fails if the file cannot be
+/// opened, so a bad path is reported at start.
+pub fn start(config: &AccessLogConfig) -> io::Result<()> {
+    let mut slot = writer().lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return Ok(());
+    }
+    let mut out = io::BufWriter::with_capacity(64 * 1024, open(&config.target)?);
+    let target = config.target.clone();
+    let (tx, rx) = mpsc::channel::<Message>();
+    std::thread::Builder::new().name("ringway-log".into()).spawn(move || {
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Message::Lines(lines) => {
+                    // Batches arrive at most once per worker tick, so
+                    // flushing each keeps the file current at little cost.
+                    if let Err(e) = out.write_all(&lines).and_then(|()| out.flush()) {
+                        log::error!("access log write failed: {e}");
+                    }
+                }
+                Message::Reopen => {
+                    let _ = out.flush();
+                    match open(&target) {
+                        Ok(f) => out = io::BufWriter::with_capacity(64 * 1024, f),
+                        Err(e) => log::error!("access log reopen failed, keeping the old file: {e}"),
+                    }
+                }
+                Message::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+        }
+        let _ = out.flush();
+    })?;
+    *slot = Some(tx);
+    Ok(())
+}
+
+/// A worker's handle on the writer thread.
+pub struct LogSender(Sender<Message>);
+
+impl LogSender {
+    /// Hands a buffer of complete lines to the writer (no syscall here).
+    pub fn send(&self, lines: Vec<u8>) {
+        let _ = self.0.send(Message::Lines(lines));
+    }
+}
+
+/// A handle on the writer, for a worker; None when logging is off.
+pub fn sender() -> Option<LogSender> {
+    writer().lock().unwrap_or_else(|e| e.into_inner()).clone().map(LogSender)
+}
+
+/// Asks the writer to reopen its file (SIGUSR1).
+pub fn reopen() {
+    if let Some(tx) = writer().lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let _ = tx.send(Message::Reopen);
+    }
+}
+
+/// Flushes what the writer holds (at exit).
+pub fn shutdown() {
+    let tx = writer().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(tx) = tx {
+        let (done_tx, done_rx) = mpsc::channel();
+        if tx.send(Message::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// What one request contributes to its log line.
+pub struct Entry<'a> {
+    pub client: SocketAddr,
+    pub method: &'a [u8],
+    pub target: &'a [u8],
+    pub http10: bool,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration: Duration,
+    pub upstream: Option<SocketAddr>,
+    pub route: &'a str,
+    pub referer: &'a [u8],
+    pub user_agent: &'a [u8],
+}
+
+/// Appends one line in `format` to `out`.
+pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTime) {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let version = if e.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+    let ms = e.duration.as_secs_f64() * 1000.0;
+    match format {
+        LogFormat::Combined => {
+            let (y, mo, d, h, mi, s) = civil(secs);
+            const MONTHS: [&str; 12] =
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+            let _ = write!(out, "{} - - [{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000] \"", e.client.ip(), MONTHS[mo - 1]);
+            clf_escape(out, e.method);
+            out.push(b' ');
+            clf_escape(out, e.target);
+            let _ = write!(out, " {version}\" {} {} \"", e.status, e.bytes);
+            clf_escape(out, if e.referer.is_empty() { b"-" } else { e.referer });
+            out.extend_from_slice(b"\" \"");
+            clf_escape(out, if e.user_agent.is_empty() { b"-" } else { e.user_agent });
+            let _ = write!(out, "\" {ms:.3} ");
+            match e.upstream {
+                Some(a) => {
+                    let _ = write!(out, "{a}");
+                }
+                None => out.push(b'-'),
+            }
+            out.extend_from_slice(b" \"");
+            clf_escape(out, e.route.as_bytes());
+            out.extend_from_slice(b"\"\n");
+        }
+        LogFormat::Json => {
+            let (y, mo, d, h, mi, s) = civil(secs);
+            let _ = write!(
+                out,
+                "{{\"time\":\"{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z\",\"client\":\"{}\",\"method\":",
+                e.client
+            );
+            json_string(out, e.method);
+            out.extend_from_slice(b",\"target\":");
+            json_string(out, e.target);
+            let _ = write!(
+                out,
+                ",\"protocol\":\"{version}\",\"status\":{},\"bytes\":{},\"duration_ms\":{ms:.3},\"upstream\":",
+                e.status, e.bytes
+            );
+            match e.upstream {
+                Some(a) => {
+                    let _ = write!(out, "\"{a}\"");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"route\":");
+            json_string(out, e.route.as_bytes());
+            out.extend_from_slice(b",\"referer\":");
+            json_string(out, e.referer);
+            out.extend_from_slice(b",\"user_agent\":");
+            json_string(out, e.user_agent);
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+/// Bytes as nginx logs them: printable ASCII as is, the rest as `\xHH`.
+fn clf_escape(out: &mut Vec<u8>, v: &[u8]) {
+    for &b in v {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            out.push(b);
+        } else {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+}
+
+/// A JSON string; bytes outside ASCII are taken as Latin-1 (header values
+/// are bytes, not UTF-8), so the output is always valid JSON.
+fn json_string(out: &mut Vec<u8>, v: &[u8]) {
+    out.push(b'"');
+    for &b in v {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// UTC calendar fields from Unix seconds (Howard Hinnant's civil_from_days).
+fn civil(secs: u64) -> (i64, usize, u64, u64, u64, u64) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            client: "10.0.0.7:5555".parse().expect("addr"),
+            method: b"GET",
+            target: b"/app1?q=\"x\"",
+            http10: false,
+            status: 200,
+            bytes: 27,
+            duration: Duration::from_micros(1500),
+            upstream: Some("127.0.0.1:2222".parse().expect("addr")),
+            route: "/app1",
+            referer: b"",
+            user_agent: b"curl/8.0",
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(civil(1_795_624_945), (2026, 11, 25, 16, 42, 25));
+        assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
+    }
+
+    #[test]
+    fn combined_line() {
+        let mut out = Vec::new();
+        format(&mut out, LogFormat::Combined, &entry(), UNIX_EPOCH + Duration::from_secs(1_795_624_945));
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "10.0.0.7 - - [25/Nov/2026:16:42:25 +0000] \"GET /app1?q=\\x22x\\x22 HTTP/1.1\" 200 27 \"-\" \"curl/8.0\" 1.500 127.0.0.1:2222 \"/app1\"\n"
+        );
+    }
+
+    #[test]
+    fn json_line_is_valid_json() {
+        let mut out = Vec::new();
+        let mut e = entry();
+        e.user_agent = b"a\xffb\\";
+        format(&mut out, LogFormat::Json, &e, UNIX_EPOCH + Duration::from_secs(1_795_624_945));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["target"], "/app1?q=\"x\"");
+        assert_eq!(v["upstream"], "127.0.0.1:2222");
+        assert_eq!(v["time"], "2026-11-25T16:42:25Z");
+        assert_eq!(v["user_agent"], "a\u{ff}b\\");
+    }
+}

@@ -1,0 +1,320 @@
+//! Counters and latency, kept per worker with no sharing on the request path
+//! (plain fields behind the worker's `RefCell`), copied out on request by the
+//! admin thread and merged into Prometheus text at scrape time.
+
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Labels of a route, shared by every request that matched it.
+#[derive(Debug)]
+pub struct RouteLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    /// The upstream name, or "-" for a local answer.
+    pub upstream: Arc<str>,
+}
+
+/// How one attempt on an upstream server ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Success,
+    ConnectError,
+    Timeout,
+    Reset,
+    BadResponse,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ConnectError => "connect_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Reset => "reset",
+            Outcome::BadResponse => "bad_response",
+        }
+    }
+}
+
+/// Latency is recorded in microseconds, 1 µs to 1 hour, 3 significant digits.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// Prometheus bucket bounds in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// (upstream name address, server id, outcome).
+type UpstreamKey = (usize, usize, Outcome);
+
+/// One worker's counters. The keys use the address of the shared label
+/// objects, so counting a request hashes two integers and allocates nothing.
+pub struct WorkerMetrics {
+    requests: HashMap<(usize, u16), (Arc<RouteLabels>, u64)>,
+    latency: Histogram<u64>,
+    upstream: HashMap<UpstreamKey, (Arc<str>, std::net::SocketAddr, u64)>,
+    connects: HashMap<usize, (std::net::SocketAddr, u64)>,
+    connections: HashMap<Arc<str>, i64>,
+    retries: u64,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        WorkerMetrics {
+            requests: HashMap::new(),
+            // Static bounds that are valid for hdrhistogram: cannot fail.
+            latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
+            upstream: HashMap::new(),
+            connects: HashMap::new(),
+            connections: HashMap::new(),
+            retries: 0,
+        }
+    }
+}
+
+impl WorkerMetrics {
+    pub fn request(&mut self, labels: &Arc<RouteLabels>, code: u16, micros: u64) {
+        let key = (Arc::as_ptr(labels) as usize, code);
+        self.requests.entry(key).or_insert_with(|| (Arc::clone(labels), 0)).1 += 1;
+        let _ = self.latency.record(micros.clamp(1, LATENCY_MAX_US));
+    }
+
+    pub fn upstream(&mut self, upstream: &Arc<str>, server_id: usize, addr: std::net::SocketAddr, outcome: Outcome) {
+        let key = (Arc::as_ptr(upstream) as *const u8 as usize, server_id, outcome);
+        self.upstream.entry(key).or_insert_with(|| (Arc::clone(upstream), addr, 0)).2 += 1;
+    }
+
+    pub fn connect(&mut self, server_id: usize, addr: std::net::SocketAddr) {
+        self.connects.entry(server_id).or_insert((addr, 0)).1 += 1;
+    }
+
+    pub fn connection_opened(&mut self, listener: &Arc<str>) {
+        *self.connections.entry(Arc::clone(listener)).or_insert(0) += 1;
+    }
+
+    pub fn connection_closed(&mut self, listener: &Arc<str>) {
+        *self.connections.entry(Arc::clone(listener)).or_insert(0) -= 1;
+    }
+
+    pub fn retry(&mut self) {
+        self.retries += 1;
+    }
+
+    pub fn snapshot(&self, pools: Vec<PoolGauge>) -> WorkerSnapshot {
+        WorkerSnapshot {
+            requests: self.requests.iter().map(|(&(_, code), (l, n))| (Arc::clone(l), code, *n)).collect(),
+            latency: self.latency.clone(),
+            upstream: self.upstream.iter().map(|(k, (u, a, n))| (Arc::clone(u), *a, k.2, *n)).collect(),
+            connects: self.connects.values().copied().collect(),
+            connections: self.connections.iter().map(|(l, n)| (Arc::clone(l), *n)).collect(),
+            retries: self.retries,
+            pools,
+        }
+    }
+}
+
+/// Idle and active upstream connections of one worker to one server.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolGauge {
+    pub addr: std::net::SocketAddr,
+    pub idle: usize,
+    pub active: usize,
+}
+
+/// A copy of one worker's counters, sent to the admin thread.
+pub struct WorkerSnapshot {
+    pub requests: Vec<(Arc<RouteLabels>, u16, u64)>,
+    pub latency: Histogram<u64>,
+    pub upstream: Vec<(Arc<str>, std::net::SocketAddr, Outcome, u64)>,
+    pub connects: Vec<(std::net::SocketAddr, u64)>,
+    pub connections: Vec<(Arc<str>, i64)>,
+    pub retries: u64,
+    pub pools: Vec<PoolGauge>,
+}
+
+/// Process-wide figures that are not per worker.
+pub struct Globals<'a> {
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// `(upstream, server, healthy)` for every server of the running config.
+    pub health: &'a [(Arc<str>, std::net::SocketAddr, bool)],
+}
+
+/// Merges worker snapshots into the Prometheus text exposition format.
+pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut requests: HashMap<(&str, &str, &str, u16), u64> = HashMap::new();
+    for s in snaps {
+        for (l, code, n) in &s.requests {
+            *requests.entry((&l.listener, &l.route, &l.upstream, *code)).or_insert(0) += n;
+        }
+    }
+    out.push_str("# HELP ringway_requests_total Requests answered, by listener, route, upstream and status.\n# TYPE ringway_requests_total counter\n");
+    let mut rows: Vec<_> = requests.into_iter().collect();
+    rows.sort();
+    for ((listener, route, upstream, code), n) in rows {
+        let _ = writeln!(
+            out,
+            "ringway_requests_total{{listener=\"{}\",route=\"{}\",upstream=\"{}\",code=\"{code}\"}} {n}",
+            esc(listener),
+            esc(route),
+            esc(upstream)
+        );
+    }
+
+    let mut merged: Option<Histogram<u64>> = None;
+    for s in snaps {
+        match &mut merged {
+            None => merged = Some(s.latency.clone()),
+            Some(m) => {
+                let _ = m.add(&s.latency);
+            }
+        }
+    }
+    out.push_str("# HELP ringway_request_duration_seconds Time from a complete request head to the end of the response.\n# TYPE ringway_request_duration_seconds histogram\n");
+    if let Some(h) = merged {
+        for le in BUCKETS {
+            let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
+            let _ = writeln!(out, "ringway_request_duration_seconds_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "ringway_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.len());
+        let sum: f64 =
+            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+        let _ = writeln!(out, "ringway_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "ringway_request_duration_seconds_count {}", h.len());
+    }
+
+    let mut upstream: HashMap<(&str, std::net::SocketAddr, &str), u64> = HashMap::new();
+    for s in snaps {
+        for (u, a, o, n) in &s.upstream {
+            *upstream.entry((u, *a, o.label())).or_insert(0) += n;
+        }
+    }
+    out.push_str("# HELP ringway_upstream_requests_total Attempts on upstream servers, by outcome.\n# TYPE ringway_upstream_requests_total counter\n");
+    let mut rows: Vec<_> = upstream.into_iter().collect();
+    rows.sort();
+    for ((u, a, o), n) in rows {
+        let _ = writeln!(
+            out,
+            "ringway_upstream_requests_total{{upstream=\"{}\",server=\"{a}\",outcome=\"{o}\"}} {n}",
+            esc(u)
+        );
+    }
+
+    out.push_str("# HELP ringway_upstream_health 1 when the server is in rotation, 0 when it is out (down or drained).\n# TYPE ringway_upstream_health gauge\n");
+    for (u, a, up) in g.health {
+        let _ = writeln!(out, "ringway_upstream_health{{upstream=\"{}\",server=\"{a}\"}} {}", esc(u), u8::from(*up));
+    }
+
+    let mut pools: HashMap<std::net::SocketAddr, (usize, usize)> = HashMap::new();
+    let mut connects: HashMap<std::net::SocketAddr, u64> = HashMap::new();
+    for s in snaps {
+        for p in &s.pools {
+            let e = pools.entry(p.addr).or_insert((0, 0));
+            e.0 += p.idle;
+            e.1 += p.active;
+        }
+        for (a, n) in &s.connects {
+            *connects.entry(*a).or_insert(0) += n;
+        }
+    }
+    out.push_str("# HELP ringway_upstream_connections Upstream connections per server, idle in the pools or active.\n# TYPE ringway_upstream_connections gauge\n");
+    for (u, a, _) in g.health {
+        let (idle, active) = pools.get(a).copied().unwrap_or((0, 0));
+        let _ = writeln!(
+            out,
+            "ringway_upstream_connections{{upstream=\"{}\",server=\"{a}\",state=\"idle\"}} {idle}",
+            esc(u)
+        );
+        let _ = writeln!(
+            out,
+            "ringway_upstream_connections{{upstream=\"{}\",server=\"{a}\",state=\"active\"}} {active}",
+            esc(u)
+        );
+    }
+    out.push_str("# HELP ringway_upstream_connects_total New upstream connections made (reuse = 1 - connects / upstream requests).\n# TYPE ringway_upstream_connects_total counter\n");
+    let mut rows: Vec<_> = connects.into_iter().collect();
+    rows.sort();
+    for (a, n) in rows {
+        let _ = writeln!(out, "ringway_upstream_connects_total{{server=\"{a}\"}} {n}");
+    }
+
+    let mut conns: HashMap<&str, i64> = HashMap::new();
+    for s in snaps {
+        for (l, n) in &s.connections {
+            *conns.entry(l).or_insert(0) += n;
+        }
+    }
+    out.push_str(
+        "# HELP ringway_connections Open client connections per listener.\n# TYPE ringway_connections gauge\n",
+    );
+    let mut rows: Vec<_> = conns.into_iter().collect();
+    rows.sort();
+    for (l, n) in rows {
+        let _ = writeln!(out, "ringway_connections{{listener=\"{}\"}} {n}", esc(l));
+    }
+    let retries: u64 = snaps.iter().map(|s| s.retries).sum();
+    let _ = writeln!(out, "# HELP ringway_retries_total Requests sent again after a failed attempt.\n# TYPE ringway_retries_total counter\nringway_retries_total {retries}");
+    let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
+    out
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+    } else {
+        v.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(route: &str) -> Arc<RouteLabels> {
+        Arc::new(RouteLabels { listener: "public".into(), route: route.into(), upstream: "all".into() })
+    }
+
+    #[test]
+    fn counters_merge_across_workers() {
+        let l = labels("/");
+        let mut a = WorkerMetrics::default();
+        let mut b = WorkerMetrics::default();
+        a.request(&l, 200, 150);
+        a.request(&l, 200, 90_000);
+        b.request(&l, 200, 300);
+        b.request(&labels("/app1"), 404, 10);
+        b.retry();
+        let up: Arc<str> = "all".into();
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        a.upstream(&up, 0, addr, Outcome::Success);
+        b.upstream(&up, 0, addr, Outcome::Success);
+        a.connect(0, addr);
+        let health = [(up.clone(), addr, true)];
+        let text = render(
+            &[a.snapshot(vec![]), b.snapshot(vec![PoolGauge { addr, idle: 2, active: 0 }])],
+            &Globals { reloads_ok: 1, reloads_failed: 0, health: &health },
+        );
+        assert!(
+            text.contains("ringway_requests_total{listener=\"public\",route=\"/\",upstream=\"all\",code=\"200\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("route=\"/app1\",upstream=\"all\",code=\"404\"} 1\n"));
+        assert!(text.contains("ringway_request_duration_seconds_count 4\n"));
+        assert!(text.contains("ringway_request_duration_seconds_bucket{le=\"0.0005\"} 3\n"), "{text}");
+        assert!(text.contains("ringway_request_duration_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains(
+            "ringway_upstream_requests_total{upstream=\"all\",server=\"127.0.0.1:1\",outcome=\"success\"} 2\n"
+        ));
+        assert!(text.contains("ringway_upstream_connects_total{server=\"127.0.0.1:1\"} 1\n"));
+        assert!(text.contains("state=\"idle\"} 2\n"));
+        assert!(text.contains("ringway_retries_total 1\n"));
+        assert!(text.contains("ringway_config_reloads_total{result=\"success\"} 1\n"));
+        assert!(text.contains("ringway_upstream_health{upstream=\"all\",server=\"127.0.0.1:1\"} 1\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}

@@ -1,0 +1,152 @@
+//! The control plane shared by all threads: the current config snapshot
+//! (swapped atomically on reload), the shutdown flag, and a command channel
+//! to each worker. Workers read the snapshot once per request through a
+//! generation number, so the request path touches one relaxed atomic load.
+
+use super::listener::bind_group;
+use crate::config::{Config, ConfigError};
+use arc_swap::ArcSwap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+/// A message to one worker, handled on its housekeeping tick.
+pub enum Command {
+    /// Start accepting on this (already bound) socket for listener `name`.
+    Listen { name: Arc<str>, bind: SocketAddr, socket: std::net::TcpListener },
+    /// Stop accepting for listener `name`; its connections carry on.
+    Unlisten { name: Arc<str> },
+    /// Reply with a copy of the worker's counters.
+    Scrape(Sender<crate::metrics::WorkerSnapshot>),
+}
+
+#[derive(Debug)]
+pub enum ReloadError {
+    Config(ConfigError),
+    Bind(io::Error),
+    /// Reload needs a config file; the embedded demo config has none.
+    NoFile,
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::Bind(e) => write!(f, "{e}"),
+            ReloadError::NoFile => write!(f, "this process runs an embedded config; there is no file to re-read"),
+        }
+    }
+}
+
+pub struct Control {
+    config: ArcSwap<Config>,
+    generation: AtomicU64,
+    shutdown: AtomicBool,
+    /// The file to re-read on reload (None for the embedded demo config).
+    path: Option<PathBuf>,
+    workers: Mutex<Vec<Sender<Command>>>,
+    /// Serializes reloads (SIGHUP and the admin API may race).
+    reloading: Mutex<()>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl Control {
+    pub fn new(config: Config, path: Option<PathBuf>) -> Self {
+        Control {
+            config: ArcSwap::from_pointee(config),
+            generation: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            path,
+            workers: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn set_workers(&self, senders: Vec<Sender<Command>>) {
+        *self.workers.lock().unwrap_or_else(|e| e.into_inner()) = senders;
+    }
+
+    /// The current snapshot (not for the request path: workers cache it).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends `make(worker index)` to every worker; returns how many got it.
+    pub fn broadcast(&self, mut make: impl FnMut(usize) -> Command) -> usize {
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        workers.iter().enumerate().filter(|(i, tx)| tx.send(make(*i)).is_ok()).count()
+    }
+
+    /// Re-reads the config file, validates it completely, opens and closes
+    /// listeners, then swaps the snapshot for every worker at once. On any
+    /// error the running config stays.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => self.reloads_ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.reloads_failed.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
+        let new = Config::load(path).map_err(ReloadError::Config)?;
+        let old = self.config.load_full();
+        if new.runtime.threads != old.runtime.threads || new.runtime.driver != old.runtime.driver {
+            log::warn!("reload: [runtime] threads and driver apply at the next start, not on reload");
+        }
+        let threads = self.workers.lock().unwrap_or_else(|e| e.into_inner()).len();
+        // Bind every new listener before changing anything, so a bind error
+        // leaves the running config whole.
+        let mut opened = Vec::new();
+        for l in &new.listeners {
+            let same = old.listeners.iter().any(|o| o.name == l.name && o.bind == l.bind);
+            if !same {
+                let (addr, sockets) = bind_group(l.bind, threads).map_err(|e| {
+                    ReloadError::Bind(io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind)))
+                })?;
+                opened.push((Arc::clone(&l.name), addr, sockets));
+            }
+        }
+        for o in &old.listeners {
+            let kept = new.listeners.iter().any(|l| l.name == o.name && l.bind == o.bind);
+            if !kept {
+                log::info!("reload: closing listener {} on {}", o.name, o.bind);
+                self.broadcast(|_| Command::Unlisten { name: Arc::clone(&o.name) });
+            }
+        }
+        for (name, addr, sockets) in opened {
+            log::info!("reload: opening listener {name} on {addr}");
+            let mut sockets = sockets.into_iter().map(Some).collect::<Vec<_>>();
+            self.broadcast(|i| Command::Listen {
+                name: Arc::clone(&name),
+                bind: addr,
+                // bind_group made one socket per worker.
+                socket: sockets[i].take().expect("one socket per worker"),
+            });
+        }
+        self.config.store(Arc::new(new));
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}

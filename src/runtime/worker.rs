@@ -1,0 +1,215 @@
+//! One worker thread's state and housekeeping. Everything here is owned by
+//! the worker (`Rc`, `Cell`, `RefCell`); other threads reach it only through
+//! the command channel, answered on a short tick.
+
+use super::control::{Command, Control};
+use crate::access_log::{self, LogSender};
+use crate::config::{Config, LogFormat};
+use crate::metrics::{PoolGauge, WorkerMetrics};
+use crate::proxy::Session;
+use crate::upstream::UpstreamPools;
+use monoio::io::{CancelHandle, Canceller};
+use monoio::net::TcpListener;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How often a worker looks at its command channel and the shutdown flag.
+const TICK: Duration = Duration::from_millis(20);
+/// Pause after an accept error (e.g. out of file descriptors) so a worker
+/// does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
+/// How long an idle pooled upstream connection is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A worker's handle on a config snapshot. Sessions clone the `Rc` (a
+/// plain increment) rather than the shared `Arc`, whose count lives on a
+/// cache line every worker would otherwise write per request.
+pub struct Snapshot(Arc<Config>);
+
+impl std::ops::Deref for Snapshot {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+pub struct Worker {
+    pub control: Arc<Control>,
+    config: RefCell<Rc<Snapshot>>,
+    seen_generation: Cell<u64>,
+    pub pools: RefCell<UpstreamPools>,
+    pub metrics: RefCell<WorkerMetrics>,
+    /// Requests between a complete head and the end of their answer.
+    active: Cell<usize>,
+    /// Upstream connections in use, by server id.
+    upstream_in_use: RefCell<Vec<usize>>,
+    /// Access log lines waiting for the writer thread.
+    access_log: Option<(LogSender, LogFormat, RefCell<Vec<u8>>)>,
+}
+
+impl Worker {
+    pub fn new(control: Arc<Control>) -> Self {
+        let config = control.config();
+        Worker {
+            seen_generation: Cell::new(control.generation()),
+            config: RefCell::new(Rc::new(Snapshot(Arc::clone(&config)))),
+            control,
+            pools: RefCell::new(UpstreamPools::new(DEFAULT_POOL_IDLE_TIMEOUT)),
+            metrics: RefCell::new(WorkerMetrics::default()),
+            active: Cell::new(0),
+            upstream_in_use: RefCell::new(Vec::new()),
+            access_log: match (&config.access_log, access_log::sender()) {
+                (Some(c), Some(tx)) => Some((tx, c.format, RefCell::new(Vec::with_capacity(access_log::FLUSH_BYTES)))),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether requests are logged.
+    pub fn logs_access(&self) -> bool {
+        self.access_log.is_some()
+    }
+
+    /// Appends one access log line; full buffers go to the writer thread.
+    pub fn log_access(&self, entry: &access_log::Entry<'_>) {
+        let Some((tx, format, buf)) = &self.access_log else { return };
+        let mut buf = buf.borrow_mut();
+        access_log::format(&mut buf, *format, entry, SystemTime::now());
+        if buf.len() >= access_log::FLUSH_BYTES {
+            tx.send(std::mem::replace(&mut *buf, Vec::with_capacity(access_log::FLUSH_BYTES)));
+        }
+    }
+
+    fn flush_access_log(&self) {
+        if let Some((tx, _, buf)) = &self.access_log {
+            let mut buf = buf.borrow_mut();
+            if !buf.is_empty() {
+                tx.send(std::mem::take(&mut *buf));
+            }
+        }
+    }
+
+    /// The current snapshot. After a reload the next call picks up the new
+    /// one; callers keep theirs for the rest of their request.
+    pub fn config(&self) -> Rc<Snapshot> {
+        let generation = self.control.generation();
+        if generation != self.seen_generation.get() {
+            let new = self.control.config();
+            // Pools for servers the new config no longer names are drained.
+            self.pools.borrow_mut().retain(|id| new.servers.iter().any(|s| s.id == id));
+            *self.config.borrow_mut() = Rc::new(Snapshot(new));
+            self.seen_generation.set(generation);
+        }
+        Rc::clone(&self.config.borrow())
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.control.is_shutting_down()
+    }
+
+    pub fn request_started(&self) {
+        self.active.set(self.active.get() + 1);
+    }
+
+    pub fn request_finished(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+    }
+
+    /// Counts an upstream connection to server `id` as in use (`+1`) or not.
+    pub fn upstream_in_use(&self, id: usize, in_use: bool) {
+        let mut v = self.upstream_in_use.borrow_mut();
+        if v.len() <= id {
+            v.resize(id + 1, 0);
+        }
+        v[id] = if in_use { v[id] + 1 } else { v[id].saturating_sub(1) };
+    }
+
+    fn snapshot(&self) -> crate::metrics::WorkerSnapshot {
+        let config = self.config();
+        let pools = self.pools.borrow();
+        let in_use = self.upstream_in_use.borrow();
+        let gauges = config
+            .servers
+            .iter()
+            .map(|s| PoolGauge {
+                addr: s.addr,
+                idle: pools.idle_count(s.id),
+                active: in_use.get(s.id).copied().unwrap_or(0),
+            })
+            .collect();
+        self.metrics.borrow().snapshot(gauges)
+    }
+
+    /// The worker's main task: accept on the given sockets, then tick until
+    /// shutdown has let every in-flight request finish.
+    pub async fn run(self: Rc<Self>, sockets: Vec<(Arc<str>, std::net::TcpListener)>, commands: Receiver<Command>) {
+        let mut accepting: HashMap<Arc<str>, Canceller> = HashMap::new();
+        for (name, socket) in sockets {
+            self.listen(name, socket, &mut accepting);
+        }
+        loop {
+            monoio::time::sleep(TICK).await;
+            while let Ok(cmd) = commands.try_recv() {
+                match cmd {
+                    Command::Listen { name, bind: _, socket } => self.listen(name, socket, &mut accepting),
+                    Command::Unlisten { name } => {
+                        if let Some(c) = accepting.remove(&name) {
+                            c.cancel();
+                        }
+                    }
+                    Command::Scrape(reply) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                }
+            }
+            self.flush_access_log();
+            if self.is_shutting_down() {
+                for (_, c) in accepting.drain() {
+                    c.cancel();
+                }
+                if self.active.get() == 0 {
+                    // Idle keep-alive connections close with the runtime.
+                    return;
+                }
+            }
+        }
+    }
+
+    fn listen(
+        self: &Rc<Self>,
+        name: Arc<str>,
+        socket: std::net::TcpListener,
+        accepting: &mut HashMap<Arc<str>, Canceller>,
+    ) {
+        match TcpListener::from_std(socket) {
+            Ok(listener) => {
+                let canceller = Canceller::new();
+                monoio::spawn(accept_loop(Rc::clone(self), Arc::clone(&name), listener, canceller.handle()));
+                if let Some(old) = accepting.insert(name, canceller) {
+                    old.cancel();
+                }
+            }
+            Err(e) => log::error!("listener {name}: {e}"),
+        }
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, cancel: CancelHandle) {
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(Session::new(Rc::clone(&worker), Arc::clone(&name), stream, peer).run());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
+            Err(e) => {
+                log::warn!("listener {name}: accept failed: {e}");
+                monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}
