@@ -5,13 +5,14 @@
 
 mod error;
 mod raw;
+mod upstream;
 
 pub use error::ConfigError;
 
 use crate::metrics::RouteLabels;
 use crate::router::Router;
-use crate::upstream::{server_state, ServerState, Upstream};
-use raw::{RawConfig, RawListener, RawUpstream};
+use crate::upstream::{ServerState, Upstream};
+use raw::{RawConfig, RawListener};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
@@ -176,13 +177,13 @@ impl Config {
     }
 }
 
-struct Builder<'a> {
+pub(crate) struct Builder<'a> {
     source: &'a Path,
     text: &'a str,
 }
 
 impl Builder<'_> {
-    fn err<T>(&self, at: &Spanned<T>, key: &str, msg: impl Into<String>) -> ConfigError {
+    pub(super) fn err<T>(&self, at: &Spanned<T>, key: &str, msg: impl Into<String>) -> ConfigError {
         ConfigError::at(self.source, self.text, Some(at.span().start), Some(key), msg)
     }
 
@@ -345,7 +346,7 @@ impl Builder<'_> {
         })
     }
 
-    fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
         humantime::parse_duration(s.get_ref())
             .map_err(|e| self.err(s, key, format!("invalid duration ({e}); write e.g. \"10s\" or \"250ms\"")))
     }
@@ -374,33 +375,7 @@ impl Builder<'_> {
         })
     }
 
-    fn upstream(
-        &self,
-        name: &Spanned<String>,
-        up: &Spanned<RawUpstream>,
-        servers: &mut Vec<Arc<ServerState>>,
-    ) -> Result<Upstream, ConfigError> {
-        let key = format!("upstreams.{}", name.get_ref());
-        let up = up.get_ref();
-        if up.servers.get_ref().is_empty() {
-            return Err(self.err(&up.servers, &format!("{key}.servers"), "needs at least one server"));
-        }
-        let mut members = Vec::new();
-        for s in up.servers.get_ref() {
-            let addr = self.socket_addr(s, &format!("{key}.servers"))?;
-            if !servers.iter().any(|s| s.addr == addr) {
-                servers.push(server_state(addr));
-            }
-            if members.iter().any(|s: &Arc<ServerState>| s.addr == addr) {
-                return Err(self.err(s, &format!("{key}.servers"), format!("server {addr} listed twice")));
-            }
-            members.push(server_state(addr));
-        }
-        let keepalive = up.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| *k.get_ref());
-        Ok(Upstream::new(name.get_ref().as_str().into(), members, keepalive))
-    }
-
-    fn socket_addr(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+    pub(super) fn socket_addr(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
         if let Ok(a) = s.get_ref().parse::<SocketAddr>() {
             return Ok(a);
         }

@@ -76,8 +76,46 @@ pub struct RawTimeouts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    pub servers: Spanned<Vec<Spanned<String>>>,
+    pub servers: Spanned<Vec<Spanned<RawServer>>>,
     pub keepalive: Option<Spanned<usize>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub tries: Option<Spanned<usize>>,
+    pub retry_timeout: Option<Spanned<String>>,
+    pub retry_on_timeout: Option<bool>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Spanned<String>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    pub resolve_every: Option<Spanned<String>>,
+}
+
+/// A server as a plain `"host:port"` string or a table.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServer {
+    Addr(String),
+    Table(RawServerTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTable {
+    pub addr: String,
+    pub weight: Option<u32>,
+    pub backup: Option<bool>,
+    pub max_conns: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

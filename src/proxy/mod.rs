@@ -7,6 +7,7 @@ mod body;
 pub mod buf;
 mod error;
 mod local;
+mod retry;
 mod tunnel;
 mod upstream;
 
@@ -21,6 +22,7 @@ use crate::http::request::{self, Method, RequestError};
 use crate::http::BodyKind;
 use crate::metrics::RouteLabels;
 use crate::runtime::{Snapshot, Worker};
+use crate::upstream::{hash_bytes, Balance, HashKey};
 use buf::{write_out, ConnBuf};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
@@ -52,6 +54,11 @@ struct Exchange {
     keep_alive: bool,
     expect_continue: bool,
     upgrade: bool,
+    /// The hash of the balancing key (hash mode), else 0.
+    key_hash: u64,
+    /// The body is small and the method idempotent: buffer it so the
+    /// request can be sent again.
+    replay: bool,
     action: Action,
 }
 
@@ -101,6 +108,10 @@ pub struct Session {
     http10: bool,
     /// The `Upgrade` value the current request offered (empty if none).
     upgrade_offer: Vec<u8>,
+    /// A buffered request body that can be sent again (see `retry`).
+    replay: Vec<u8>,
+    /// The current request's server order (reused buffer).
+    plan: Vec<usize>,
 }
 
 impl Session {
@@ -128,6 +139,8 @@ impl Session {
             log_marks: [0; 4],
             http10: false,
             upgrade_offer: Vec::new(),
+            replay: Vec::new(),
+            plan: Vec::new(),
             worker,
         }
     }
@@ -318,6 +331,7 @@ impl Session {
             .find(|l| l.name == self.listener)
             // The listener left the config in a reload; its sockets are closed.
             .ok_or(ProxyError::ListenerGone)?;
+        let (mut key_hash, mut replay) = (0, false);
         let route = listener.routes.lookup(&self.path);
         self.labels = Some(Arc::clone(route.map_or(&listener.no_route, |(r, _)| &r.labels)));
         let action = match route.map(|(r, m)| (&r.action, m)) {
@@ -331,6 +345,13 @@ impl Session {
                     (false, false) => &self.path,
                 };
                 request::write_upstream_head(&req, path, self.peer.ip(), &mut self.uhead);
+                let up = &config.upstreams[*upstream];
+                key_hash = match &up.policy.balance {
+                    Balance::Hash(key) => balance_key(key, &req, self.peer),
+                    _ => 0,
+                };
+                replay = matches!(req.body, BodyKind::Length(n) if n <= retry::REPLAY_BODY_MAX)
+                    && req.method.is_idempotent();
                 Action::Proxy(*upstream)
             }
         };
@@ -341,6 +362,8 @@ impl Session {
             keep_alive: req.keep_alive && !self.worker.is_shutting_down(),
             expect_continue: req.expect_continue,
             upgrade: req.upgrade.is_some(),
+            key_hash,
+            replay,
             action,
         })
     }
@@ -406,6 +429,34 @@ fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [
     let r = buf.len();
     buf.extend_from_slice(find("user-agent").unwrap_or_default());
     *marks = [m, t, r, buf.len()];
+}
+
+/// The hash of a request's balancing key; a missing header or cookie
+/// hashes as empty, so such requests share one server.
+fn balance_key(key: &HashKey, req: &request::Request<'_, '_>, peer: SocketAddr) -> u64 {
+    match key {
+        HashKey::ClientIp => match peer.ip() {
+            std::net::IpAddr::V4(a) => hash_bytes(&a.octets()),
+            std::net::IpAddr::V6(a) => hash_bytes(&a.octets()),
+        },
+        HashKey::Header(name) => {
+            hash_bytes(req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(&[][..], |h| h.value))
+        }
+        HashKey::Cookie(name) => {
+            let value = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+                .flat_map(|h| h.value.split(|&b| b == b';'))
+                .filter_map(|pair| {
+                    let pair = crate::http::headers::trim_ows(pair);
+                    let eq = pair.iter().position(|&b| b == b'=')?;
+                    (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+                })
+                .next();
+            hash_bytes(value.unwrap_or_default())
+        }
+    }
 }
 
 fn side_name(side: Side) -> &'static str {

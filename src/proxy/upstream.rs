@@ -4,9 +4,9 @@
 
 use super::body::{Encode, Relay, RelayError};
 use super::buf::write_out;
-use super::error::{ProxyError, Retry};
+use super::error::ProxyError;
 use super::local::CONTINUE;
-use super::{Exchange, Next, Session};
+use super::{Exchange, Session};
 use crate::config::MAX_HEADERS_CEILING;
 use crate::http::head::HeadError;
 use crate::http::headers::list_items;
@@ -18,11 +18,10 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Duration;
 
 /// The metrics outcome of one attempt.
-fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
+pub(super) fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
         Err(ProxyError::UpstreamTimeout) => Outcome::Timeout,
@@ -35,14 +34,14 @@ fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
 }
 
 /// How one attempt on one upstream connection ended.
-struct Done {
-    upstream_reusable: bool,
-    client_keep_alive: bool,
+pub(super) struct Done {
+    pub(super) upstream_reusable: bool,
+    pub(super) client_keep_alive: bool,
     /// A 101 went to the client: the connection now carries another protocol.
-    upgraded: bool,
+    pub(super) upgraded: bool,
 }
 
-async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
+pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
     match timeout(limit, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
@@ -53,69 +52,8 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyEr
 }
 
 impl Session {
-    pub(super) async fn proxy(&mut self, upstream: usize, x: Exchange) -> Result<Next, ProxyError> {
-        let config = Rc::clone(&self.config);
-        let worker = Rc::clone(&self.worker);
-        let up = &config.upstreams[upstream];
-        let first = up.pick();
-        // Drained servers are skipped; the rest are tried in rotation order,
-        // each at most once.
-        let mut candidates = (0..up.servers.len()).map(|n| up.nth_after(first, n)).filter(|s| !s.state.is_drained());
-        let mut server = candidates.next().ok_or(ProxyError::NoServer)?;
-        let mut fresh_only = false;
-        loop {
-            let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id) };
-            let reused = pooled.is_some();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => match connect(server.addr, config.timeouts.upstream_connect).await {
-                    Ok(c) => {
-                        worker.metrics.borrow_mut().connect(server.id, server.addr);
-                        c
-                    }
-                    Err(e) => {
-                        log::warn!("upstream {} server {}: connect failed", up.name, server.addr);
-                        worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, Outcome::ConnectError);
-                        server = match candidates.next() {
-                            Some(next) => next,
-                            None => return Err(e),
-                        };
-                        worker.metrics.borrow_mut().retry();
-                        continue;
-                    }
-                },
-            };
-            worker.upstream_in_use(server.id, true);
-            self.upstream_addr = Some(server.addr);
-            let result = self.forward(&mut conn, x, reused).await;
-            worker.upstream_in_use(server.id, false);
-            worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&result));
-            match result {
-                Ok(done) if done.upgraded => return Ok(Next::Upgrade(conn)),
-                Ok(done) => {
-                    if done.upstream_reusable {
-                        worker.pools.borrow_mut().checkin(server.id, conn, up.keepalive);
-                    }
-                    return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
-                }
-                Err(e) => {
-                    let replayable = x.body == BodyKind::None && x.method.is_idempotent() && !self.response_started;
-                    if e.retry() == Retry::IfReplayable && replayable && !fresh_only {
-                        // The backend closed an idle connection as we reused
-                        // it; one retry on a fresh connection is safe.
-                        fresh_only = true;
-                        self.ubuf.clear();
-                        worker.metrics.borrow_mut().retry();
-                        continue;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-    }
-
     /// One attempt: request out, response back.
-    async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
+    pub(super) async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
         let t = self.config.timeouts;
         let gone = ProxyError::UpstreamGone { reused, answered: false };
         let head = std::mem::take(&mut self.uhead);
@@ -126,7 +64,15 @@ impl Session {
         self.uhead = head;
         res.map_err(|_| gone)?;
 
-        if x.body != BodyKind::None {
+        if x.replay && !self.replay.is_empty() {
+            let body = std::mem::take(&mut self.replay);
+            let (res, body) = match timeout(t.upstream_send, up.write_all(body)).await {
+                Ok(r) => r,
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+            };
+            self.replay = body;
+            res.map_err(|_| gone)?;
+        } else if x.body != BodyKind::None && !x.replay {
             if x.expect_continue && self.cbuf.is_empty() {
                 self.out.clear();
                 self.out.extend_from_slice(CONTINUE);
@@ -183,7 +129,7 @@ impl Session {
         Ok(Done { upstream_reusable, client_keep_alive: keep_alive, upgraded: false })
     }
 
-    async fn send_out(&mut self) -> Result<(), ProxyError> {
+    pub(super) async fn send_out(&mut self) -> Result<(), ProxyError> {
         match timeout(self.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ProxyError::ClientGone),

@@ -10,7 +10,7 @@ mod worker;
 
 pub use control::{Command, Control, ReloadError};
 pub use listener::{bind_group, bind_reuseport};
-pub use worker::{Snapshot, Worker, DEFAULT_POOL_IDLE_TIMEOUT};
+pub use worker::{Snapshot, Worker};
 
 use std::io;
 use std::net::SocketAddr;
@@ -67,7 +67,7 @@ pub fn start(control: Arc<Control>) -> io::Result<Running> {
         senders.push(cmd_tx);
         let handle = std::thread::Builder::new()
             .name(format!("ringway-w{w}"))
-            .spawn(move || run_worker(control, sockets, cmd_rx, core, ready))?;
+            .spawn(move || run_worker(w, control, sockets, cmd_rx, core, ready))?;
         handles.push(handle);
     }
     control.set_workers(senders);
@@ -84,6 +84,7 @@ pub fn start(control: Arc<Control>) -> io::Result<Running> {
 }
 
 fn run_worker(
+    index: usize,
     control: Arc<Control>,
     sockets: Vec<(Arc<str>, std::net::TcpListener)>,
     commands: mpsc::Receiver<Command>,
@@ -102,6 +103,6 @@ fn run_worker(
         }
     };
     let _ = ready.send(Ok(rt.describe()));
-    let worker = Rc::new(Worker::new(control));
+    let worker = Rc::new(Worker::new(index, control));
     rt.block_on(worker.run(sockets, commands));
 }

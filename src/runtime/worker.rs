@@ -22,8 +22,6 @@ const TICK: Duration = Duration::from_millis(20);
 /// Pause after an accept error (e.g. out of file descriptors) so a worker
 /// does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
-/// How long an idle pooled upstream connection is kept.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A worker's handle on a config snapshot. Sessions clone the `Rc` (a
 /// plain increment) rather than the shared `Arc`, whose count lives on a
@@ -38,6 +36,8 @@ impl std::ops::Deref for Snapshot {
 }
 
 pub struct Worker {
+    /// Worker number; worker 0 also runs the active health checks.
+    pub index: usize,
     pub control: Arc<Control>,
     config: RefCell<Rc<Snapshot>>,
     seen_generation: Cell<u64>,
@@ -47,26 +47,34 @@ pub struct Worker {
     active: Cell<usize>,
     /// Upstream connections in use, by server id.
     upstream_in_use: RefCell<Vec<usize>>,
+    /// Per-worker random state (random_two balancing).
+    rng: RefCell<u64>,
     /// Access log lines waiting for the writer thread.
     access_log: Option<(LogSender, LogFormat, RefCell<Vec<u8>>)>,
 }
 
 impl Worker {
-    pub fn new(control: Arc<Control>) -> Self {
+    pub fn new(index: usize, control: Arc<Control>) -> Self {
         let config = control.config();
         Worker {
+            index,
             seen_generation: Cell::new(control.generation()),
             config: RefCell::new(Rc::new(Snapshot(Arc::clone(&config)))),
             control,
-            pools: RefCell::new(UpstreamPools::new(DEFAULT_POOL_IDLE_TIMEOUT)),
+            pools: RefCell::new(UpstreamPools::new()),
             metrics: RefCell::new(WorkerMetrics::default()),
             active: Cell::new(0),
             upstream_in_use: RefCell::new(Vec::new()),
+            rng: RefCell::new(seed()),
             access_log: match (&config.access_log, access_log::sender()) {
                 (Some(c), Some(tx)) => Some((tx, c.format, RefCell::new(Vec::with_capacity(access_log::FLUSH_BYTES)))),
                 _ => None,
             },
         }
+    }
+
+    pub fn rng(&self) -> std::cell::RefMut<'_, u64> {
+        self.rng.borrow_mut()
     }
 
     /// Whether requests are logged.
@@ -151,7 +159,12 @@ impl Worker {
         for (name, socket) in sockets {
             self.listen(name, socket, &mut accepting);
         }
+        // Health checkers run while this token holds their generation.
+        let checkers = Rc::new(Cell::new(u64::MAX));
         loop {
+            if self.index == 0 && checkers.get() != self.control.generation() && !self.is_shutting_down() {
+                self.start_health_checks(&checkers);
+            }
             monoio::time::sleep(TICK).await;
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
@@ -168,6 +181,7 @@ impl Worker {
             }
             self.flush_access_log();
             if self.is_shutting_down() {
+                checkers.set(u64::MAX - 1);
                 for (_, c) in accepting.drain() {
                     c.cancel();
                 }
@@ -175,6 +189,19 @@ impl Worker {
                     // Idle keep-alive connections close with the runtime.
                     return;
                 }
+            }
+        }
+    }
+
+    /// (Re)starts one checker per upstream with `health_check`; checkers of
+    /// an older generation stop at their next round.
+    fn start_health_checks(&self, token: &Rc<Cell<u64>>) {
+        let generation = self.control.generation();
+        token.set(generation);
+        let config = self.control.config();
+        for up in &config.upstreams {
+            if let Some(hc) = up.policy.health_check.clone() {
+                monoio::spawn(crate::upstream::health::run(Arc::clone(up), hc, Rc::clone(token), generation));
             }
         }
     }
@@ -212,4 +239,10 @@ async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, 
             }
         }
     }
+}
+
+/// A distinct, non-zero seed per worker.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::thread::current().id()) | 1
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub struct PooledConn {
     pub stream: TcpStream,
-    idle_since: Instant,
+    expires: Instant,
 }
 
 #[derive(Default)]
@@ -24,9 +24,9 @@ struct ServerPool {
 }
 
 /// All of one worker's pools, indexed by `Server::id`.
+#[derive(Default)]
 pub struct UpstreamPools {
     pools: Vec<ServerPool>,
-    idle_timeout: Duration,
 }
 
 /// Whether an idle connection can still carry a request: the backend has not
@@ -41,8 +41,8 @@ fn still_usable(stream: &TcpStream) -> bool {
 }
 
 impl UpstreamPools {
-    pub fn new(idle_timeout: Duration) -> Self {
-        UpstreamPools { pools: Vec::new(), idle_timeout }
+    pub fn new() -> Self {
+        UpstreamPools { pools: Vec::new() }
     }
 
     /// Closes every idle connection to servers not in `keep` (after a reload
@@ -63,7 +63,7 @@ impl UpstreamPools {
         let pool = self.pools.get_mut(id)?;
         while let Some(key) = pool.order.pop() {
             let conn = pool.idle.remove(key);
-            if conn.idle_since.elapsed() < self.idle_timeout && still_usable(&conn.stream) {
+            if Instant::now() < conn.expires && still_usable(&conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -72,7 +72,7 @@ impl UpstreamPools {
 
     /// Returns a connection whose last exchange ended cleanly. Beyond
     /// `keepalive` idle connections the oldest is closed.
-    pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize) {
+    pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize, idle_timeout: Duration) {
         if keepalive == 0 {
             return;
         }
@@ -85,7 +85,7 @@ impl UpstreamPools {
             let oldest = pool.order.remove(0);
             pool.idle.remove(oldest);
         }
-        let key = pool.idle.insert(PooledConn { stream, idle_since: Instant::now() });
+        let key = pool.idle.insert(PooledConn { stream, expires: Instant::now() + idle_timeout });
         pool.order.push(key);
     }
 

@@ -1,11 +1,14 @@
-//! Process-wide server identities. Every distinct backend address gets one
-//! `ServerState` for the life of the process, so state that must outlive a
-//! config reload (its pool slot in each worker, the admin drain flag) stays
-//! attached to the address, whichever snapshot names it.
+//! Process-wide server state. Every distinct backend address gets one
+//! `ServerState` for the life of the process, so what must outlive a config
+//! reload (its pool slot in each worker, the drain flag, health) stays
+//! attached to the address, whichever snapshot names it. All fields are
+//! atomics written lock-free by whichever worker sees the event: this is the
+//! "health" state the design shares between workers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct ServerState {
@@ -14,15 +17,150 @@ pub struct ServerState {
     pub id: usize,
     /// Taken out of rotation by the admin API (in-flight requests finish).
     drained: AtomicBool,
+    /// Requests on this server right now, across all workers.
+    in_flight: AtomicUsize,
+    /// Passive health: failures counted in the window that began at
+    /// `window_start_ms`; `down_until_ms` > 0 while the server is out.
+    fails: AtomicU32,
+    window_start_ms: AtomicU64,
+    down_until_ms: AtomicU64,
+    /// After `down_until_ms` one request (the probe) decides.
+    probing: AtomicBool,
+    /// Set by active health checks.
+    active_down: AtomicBool,
+}
+
+/// Milliseconds since the process started (a cheap monotonic clock).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Passive health thresholds of the upstream a request went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Failures within `fail_timeout` that take a server out; 0 disables.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
 }
 
 impl ServerState {
+    fn new(addr: SocketAddr, id: usize) -> Self {
+        ServerState {
+            addr,
+            id,
+            drained: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            fails: AtomicU32::new(0),
+            window_start_ms: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            active_down: AtomicBool::new(false),
+        }
+    }
+
     pub fn is_drained(&self) -> bool {
-        self.drained.load(Ordering::Relaxed)
+        self.drained.load(Relaxed)
     }
 
     pub fn set_drained(&self, drained: bool) {
-        self.drained.store(drained, Ordering::Relaxed);
+        self.drained.store(drained, Relaxed);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Whether the server is in rotation (not drained, not down).
+    pub fn is_healthy(&self) -> bool {
+        !self.is_drained() && !self.active_down.load(Relaxed) && self.down_until_ms.load(Relaxed) == 0
+    }
+
+    pub fn is_active_down(&self) -> bool {
+        self.active_down.load(Relaxed)
+    }
+
+    /// Claims a request slot. `ignore_health` is the fail-open pass (every
+    /// server looked down and no active check can bring one back). Returns
+    /// false when the server is drained, down, at `max_conns`, or when its
+    /// down period ended and another request already took the probe.
+    pub fn try_acquire(&self, ignore_health: bool, max_conns: Option<usize>) -> bool {
+        if self.is_drained() {
+            return false;
+        }
+        if !ignore_health {
+            if self.active_down.load(Relaxed) {
+                return false;
+            }
+            let down_until = self.down_until_ms.load(Relaxed);
+            if down_until != 0
+                && (now_ms() < down_until || self.probing.compare_exchange(false, true, Relaxed, Relaxed).is_err())
+            {
+                return false;
+            }
+        }
+        let before = self.in_flight.fetch_add(1, Relaxed);
+        if max_conns.is_some_and(|m| before >= m) {
+            self.in_flight.fetch_sub(1, Relaxed);
+            self.probing.store(false, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a request slot taken by `try_acquire`.
+    pub fn release(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Whether `try_acquire` failed only because of `max_conns`.
+    pub fn is_full(&self, max_conns: Option<usize>) -> bool {
+        max_conns.is_some_and(|m| self.in_flight() >= m)
+    }
+
+    pub fn record_success(&self) {
+        if self.fails.load(Relaxed) != 0 || self.down_until_ms.load(Relaxed) != 0 {
+            let was_down = self.down_until_ms.swap(0, Relaxed) != 0;
+            self.fails.store(0, Relaxed);
+            if was_down {
+                log::info!("server {} is back in rotation", self.addr);
+            }
+        }
+        self.probing.store(false, Relaxed);
+    }
+
+    pub fn record_failure(&self, p: PassiveHealth) {
+        self.probing.store(false, Relaxed);
+        if p.max_fails == 0 {
+            return;
+        }
+        let now = now_ms();
+        let window = u64::try_from(p.fail_timeout.as_millis()).unwrap_or(u64::MAX);
+        let start = self.window_start_ms.load(Relaxed);
+        let fails = if now.saturating_sub(start) > window || start == 0 {
+            self.window_start_ms.store(now.max(1), Relaxed);
+            self.fails.store(1, Relaxed);
+            1
+        } else {
+            self.fails.fetch_add(1, Relaxed) + 1
+        };
+        if fails >= p.max_fails {
+            let was_up = self.down_until_ms.swap(now.saturating_add(window).max(1), Relaxed) == 0;
+            if was_up {
+                log::warn!("server {} out of rotation for {:?} after {fails} failure(s)", self.addr, p.fail_timeout);
+            }
+        }
+    }
+
+    /// Applies an active health check verdict; returns true if it changed.
+    pub fn set_active_down(&self, down: bool) -> bool {
+        let changed = self.active_down.swap(down, Relaxed) != down;
+        if changed && !down {
+            // A check that passes also clears passive state.
+            self.down_until_ms.store(0, Relaxed);
+            self.fails.store(0, Relaxed);
+        }
+        changed
     }
 }
 
@@ -40,7 +178,7 @@ pub fn server_state(addr: SocketAddr) -> Arc<ServerState> {
     if let Some(s) = all.iter().find(|s| s.addr == addr) {
         return Arc::clone(s);
     }
-    let state = Arc::new(ServerState { addr, id: all.len(), drained: AtomicBool::new(false) });
+    let state = Arc::new(ServerState::new(addr, all.len()));
     all.push(Arc::clone(&state));
     state
 }
@@ -48,6 +186,10 @@ pub fn server_state(addr: SocketAddr) -> Arc<ServerState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fresh() -> ServerState {
+        ServerState::new("127.0.0.1:1".parse().expect("addr"), 0)
+    }
 
     #[test]
     fn one_state_per_address() {
@@ -58,5 +200,53 @@ mod tests {
         assert_ne!(a.id, b.id);
         a.set_drained(true);
         assert!(a2.is_drained());
+    }
+
+    #[test]
+    fn max_fails_takes_a_server_out_and_one_probe_decides() {
+        let s = fresh();
+        let p = PassiveHealth { max_fails: 2, fail_timeout: Duration::from_millis(50) };
+        assert!(s.try_acquire(false, None));
+        s.release();
+        s.record_failure(p);
+        assert!(s.is_healthy(), "one failure of two allowed");
+        s.record_failure(p);
+        assert!(!s.is_healthy());
+        assert!(!s.try_acquire(false, None), "down");
+        assert!(s.try_acquire(true, None), "fail-open ignores health");
+        s.release();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(s.try_acquire(false, None), "the probe");
+        assert!(!s.try_acquire(false, None), "only one probe at a time");
+        s.release();
+        s.record_success();
+        assert!(s.is_healthy());
+        assert!(s.try_acquire(false, None));
+        s.release();
+    }
+
+    #[test]
+    fn max_conns_caps_in_flight() {
+        let s = fresh();
+        assert!(s.try_acquire(false, Some(2)));
+        assert!(s.try_acquire(false, Some(2)));
+        assert!(!s.try_acquire(false, Some(2)));
+        assert!(s.is_full(Some(2)));
+        s.release();
+        assert!(s.try_acquire(false, Some(2)));
+        assert_eq!(s.in_flight(), 2);
+    }
+
+    #[test]
+    fn drained_and_active_down_refuse() {
+        let s = fresh();
+        s.set_drained(true);
+        assert!(!s.try_acquire(true, None));
+        s.set_drained(false);
+        assert!(s.set_active_down(true));
+        assert!(!s.try_acquire(false, None));
+        assert!(!s.is_healthy());
+        assert!(s.set_active_down(false));
+        assert!(s.try_acquire(false, None));
     }
 }

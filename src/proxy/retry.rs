@@ -1,0 +1,211 @@
+//! Choosing servers and trying again: the attempt loop of a proxied
+//! request. It follows the balancer's order, claims each server as it
+//! reaches it (health, drain and `max_conns` are checked at that moment),
+//! and retries only when replay cannot duplicate a side effect
+//! (RFC 9110 §9.2.2): after a failed connect (nothing was sent), or for an
+//! idempotent request with a replayable body that failed before any
+//! response byte. Every request has a bounded number of tries, an overall
+//! deadline, and at most one retry for a stale pooled connection.
+
+use super::error::{ProxyError, Retry};
+use super::upstream::{connect, outcome};
+use super::{Exchange, Next, Session};
+use crate::http::BodyKind;
+use crate::upstream::{Server, Upstream};
+use monoio::time::timeout;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Request bodies up to this size are buffered before the first attempt so
+/// an idempotent request (PUT, DELETE, ...) can be replayed elsewhere.
+pub const REPLAY_BODY_MAX: u64 = 64 * 1024;
+/// Most requests waiting per upstream when every server is at `max_conns`.
+const QUEUE_MAX: usize = 1024;
+/// How often a queued request looks for a free server.
+const QUEUE_POLL: Duration = Duration::from_millis(2);
+
+/// Why no attempt could start on a pass over the plan.
+#[derive(PartialEq, Eq)]
+enum Blocked {
+    Nothing,
+    /// Every candidate was at `max_conns`.
+    Full,
+    /// Every candidate was down or drained.
+    Down,
+}
+
+impl Session {
+    pub(super) async fn proxy(&mut self, upstream: usize, x: Exchange) -> Result<Next, ProxyError> {
+        let config = Rc::clone(&self.config);
+        let up = &config.upstreams[upstream];
+        if x.replay {
+            self.buffer_body(x).await?;
+        }
+        let mut plan = std::mem::take(&mut self.plan);
+        up.plan(x.key_hash, &mut self.worker.rng(), &mut plan);
+        let result = self.attempts(up, x, &plan).await;
+        self.plan = plan;
+        result
+    }
+
+    async fn attempts(&mut self, up: &Upstream, x: Exchange, plan: &[usize]) -> Result<Next, ProxyError> {
+        let deadline = Instant::now() + up.policy.retry_timeout;
+        let replayable = (x.body == BodyKind::None || x.replay) && x.method.is_idempotent();
+        let tries = up.tries();
+        let mut attempts = 0;
+        let mut last_error = None;
+        let mut fail_open = false;
+        let mut queued_since: Option<Instant> = None;
+        loop {
+            let mut blocked = Blocked::Nothing;
+            for &index in plan {
+                if attempts >= tries || (attempts > 0 && Instant::now() >= deadline) || self.response_started {
+                    break;
+                }
+                let server = &up.servers[index];
+                if !server.state.try_acquire(fail_open, server.max_conns) {
+                    let full = server.state.is_full(server.max_conns);
+                    blocked = match (&blocked, full) {
+                        (Blocked::Nothing | Blocked::Full, true) => Blocked::Full,
+                        _ => Blocked::Down,
+                    };
+                    continue;
+                }
+                if attempts > 0 {
+                    self.worker.metrics.borrow_mut().retry();
+                }
+                attempts += 1;
+                let result = self.attempt_on(up, server, x, replayable).await;
+                server.state.release();
+                match result {
+                    Ok(next) => {
+                        server.state.record_success();
+                        return Ok(next);
+                    }
+                    Err(e) => {
+                        let retry = match e {
+                            ProxyError::Connect => true,
+                            ProxyError::UpstreamGone { answered: false, .. } => replayable,
+                            ProxyError::UpstreamTimeout => replayable && up.policy.retry_on_timeout,
+                            _ => false,
+                        };
+                        if e.side() == super::Side::Upstream {
+                            server.state.record_failure(up.policy.passive);
+                        }
+                        if !retry || self.response_started {
+                            return Err(e);
+                        }
+                        last_error = Some(e);
+                    }
+                }
+            }
+            if attempts > 0 || self.response_started {
+                return Err(last_error.unwrap_or(ProxyError::NoServer));
+            }
+            match blocked {
+                // Every server looks down. Without active checks nothing
+                // would ever bring one back, so try them anyway.
+                Blocked::Down if !fail_open && up.policy.health_check.is_none() => fail_open = true,
+                Blocked::Full => {
+                    let since = *queued_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= up.policy.queue_timeout || !self.wait_for_slot(up).await {
+                        return Err(ProxyError::NoServer);
+                    }
+                }
+                _ => return Err(ProxyError::NoServer),
+            }
+        }
+    }
+
+    /// One server: a pooled connection (most recent first) or a new one,
+    /// and one more try on a fresh connection if a pooled one turns out to
+    /// have been closed by the backend.
+    async fn attempt_on(
+        &mut self,
+        up: &Upstream,
+        server: &Server,
+        x: Exchange,
+        replayable: bool,
+    ) -> Result<Next, ProxyError> {
+        let worker = Rc::clone(&self.worker);
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id) };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => match connect(server.addr, self.config.timeouts.upstream_connect).await {
+                    Ok(c) => {
+                        worker.metrics.borrow_mut().connect(server.id, server.addr);
+                        c
+                    }
+                    Err(e) => {
+                        log::warn!("upstream {} server {}: connect failed", up.name, server.addr);
+                        worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&Err(e)));
+                        return Err(e);
+                    }
+                },
+            };
+            worker.upstream_in_use(server.id, true);
+            self.upstream_addr = Some(server.addr);
+            let result = self.forward(&mut conn, x, reused).await;
+            worker.upstream_in_use(server.id, false);
+            worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&result));
+            match result {
+                Ok(done) if done.upgraded => return Ok(Next::Upgrade(conn)),
+                Ok(done) => {
+                    if done.upstream_reusable {
+                        worker.pools.borrow_mut().checkin(server.id, conn, up.keepalive, up.policy.idle_timeout);
+                    }
+                    return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
+                }
+                Err(e) if e.retry() == Retry::IfReplayable && replayable && !fresh_only && !self.response_started => {
+                    // The backend closed an idle connection as we reused it:
+                    // not a server failure, and safe to send once more.
+                    fresh_only = true;
+                    self.ubuf.clear();
+                    worker.metrics.borrow_mut().retry();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits briefly for a server under `max_conns`; false if the queue is
+    /// full.
+    async fn wait_for_slot(&mut self, up: &Upstream) -> bool {
+        if up.waiting.fetch_add(1, Ordering::Relaxed) >= QUEUE_MAX {
+            up.waiting.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        monoio::time::sleep(QUEUE_POLL).await;
+        up.waiting.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Reads a small request body whole, so it can be sent again.
+    async fn buffer_body(&mut self, x: Exchange) -> Result<(), ProxyError> {
+        let BodyKind::Length(n) = x.body else { return Ok(()) };
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if x.expect_continue && self.cbuf.is_empty() {
+            self.out.clear();
+            self.out.extend_from_slice(super::local::CONTINUE);
+            self.send_out().await?;
+        }
+        self.replay.clear();
+        while self.replay.len() < n {
+            if self.cbuf.is_empty() {
+                match timeout(self.config.timeouts.client_body, self.cbuf.fill(&mut self.client)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    Ok(_) => return Err(ProxyError::ClientGone),
+                    Err(_) => return Err(ProxyError::ClientBodyTimeout),
+                }
+            }
+            let k = (n - self.replay.len()).min(self.cbuf.len());
+            self.replay.extend_from_slice(&self.cbuf.data()[..k]);
+            self.cbuf.consume(k);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Active health checks: one task per upstream that has `health_check`,
+//! run by a single worker (worker 0) so backends see one probe per interval,
+//! not one per worker. Verdicts land in the shared `ServerState`, which
+//! every worker reads when it picks a server.
+
+use super::{HealthCheck, Upstream};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::time::timeout;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Checks `up`'s servers every interval until `token` no longer equals
+/// `generation` (a reload or shutdown replaced this checker).
+pub async fn run(up: Arc<Upstream>, hc: HealthCheck, token: Rc<Cell<u64>>, generation: u64) {
+    // Consecutive passes and failures per server.
+    let mut streak: Vec<(u32, u32)> = vec![(0, 0); up.servers.len()];
+    while token.get() == generation {
+        for (server, (passes, fails)) in up.servers.iter().zip(streak.iter_mut()) {
+            if probe(server.addr, &hc).await {
+                *passes += 1;
+                *fails = 0;
+                if *passes >= hc.rise && server.state.set_active_down(false) {
+                    log::info!("health check: upstream {} server {} is up", up.name, server.addr);
+                }
+            } else {
+                *fails += 1;
+                *passes = 0;
+                if *fails >= hc.fall && server.state.set_active_down(true) {
+                    log::warn!("health check: upstream {} server {} is down", up.name, server.addr);
+                }
+            }
+        }
+        monoio::time::sleep(hc.interval).await;
+    }
+}
+
+/// One check: `GET path` answered with a 2xx or 3xx status within the timeout.
+async fn probe(addr: SocketAddr, hc: &HealthCheck) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect_addr(addr).await.ok()?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n",
+            hc.path
+        );
+        let (res, _) = stream.write_all(request.into_bytes()).await;
+        res.ok()?;
+        let mut head = Vec::with_capacity(64);
+        while head.len() < 12 {
+            let (res, buf) = stream.read(Vec::with_capacity(256)).await;
+            if res.ok()? == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf);
+        }
+        Some(status_ok(&head))
+    };
+    matches!(timeout(hc.timeout, attempt).await, Ok(Some(true)))
+}
+
+/// Whether a response starts with `HTTP/1.x 2xx` or `3xx`.
+fn status_ok(head: &[u8]) -> bool {
+    head.len() >= 12
+        && head.starts_with(b"HTTP/1.")
+        && head[8] == b' '
+        && matches!(head[9], b'2' | b'3')
+        && head[10].is_ascii_digit()
+        && head[11].is_ascii_digit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert!(status_ok(b"HTTP/1.1 200 OK\r\n"));
+        assert!(status_ok(b"HTTP/1.0 302 Found\r\n"));
+        assert!(!status_ok(b"HTTP/1.1 500 Oops\r\n"));
+        assert!(!status_ok(b"HTTP/1.1 404 Nope\r\n"));
+        assert!(!status_ok(b"SSH-2.0-OpenSSH"));
+        assert!(!status_ok(b"HTTP/1.1 2"));
+    }
+}
