@@ -147,6 +147,9 @@ pub struct Listener {
 #[derive(Debug)]
 pub struct Config {
     pub source: PathBuf,
+    /// The text this snapshot was built from (host names are resolved again
+    /// from it, see `runtime::Control::resolve_again`).
+    pub text: String,
     pub runtime: RuntimeConfig,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -234,6 +237,7 @@ impl Builder<'_> {
         let access_log = raw.access_log.as_ref().map(|a| self.access_log(a.get_ref())).transpose()?;
         Ok(Config {
             source: self.source.to_path_buf(),
+            text: self.text.to_owned(),
             runtime,
             limits,
             timeouts,

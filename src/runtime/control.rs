@@ -145,8 +145,57 @@ impl Control {
                 socket: sockets[i].take().expect("one socket per worker"),
             });
         }
+        self.swap(new);
+        Ok(())
+    }
+
+    fn swap(&self, new: Config) {
         self.config.store(Arc::new(new));
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(())
+    }
+
+    /// Resolves the running config's host names again (from the same text,
+    /// so file edits still wait for a reload) and swaps in a new snapshot
+    /// if any address changed. Runs on the resolver thread, never a worker.
+    pub fn resolve_again(&self) {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.config.load_full();
+        match Config::parse(&old.source, &old.text) {
+            Ok(new) => {
+                let addrs = |c: &Config| c.servers.iter().map(|s| s.addr).collect::<Vec<_>>();
+                if addrs(&new) != addrs(&old) {
+                    log::info!("host names resolved to new addresses: {:?}", addrs(&new));
+                    self.swap(new);
+                }
+            }
+            Err(e) => log::warn!("re-resolving host names failed, keeping the old addresses: {e}"),
+        }
+    }
+
+    /// Starts the resolver thread if any upstream names servers by host name
+    /// and sets `resolve_every`.
+    pub fn start_resolver(self: &Arc<Self>) {
+        let every = |c: &Config| {
+            c.upstreams
+                .iter()
+                .filter(|u| u.servers.iter().any(|s| s.is_hostname))
+                .filter_map(|u| u.policy.resolve_every)
+                .min()
+        };
+        if every(&self.config()).is_none() {
+            return;
+        }
+        let control = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("ringway-resolver".into()).spawn(move || loop {
+            let Some(period) = every(&control.config()) else { return };
+            std::thread::sleep(period);
+            if control.is_shutting_down() {
+                return;
+            }
+            control.resolve_again();
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start the resolver thread: {e}");
+        }
     }
 }

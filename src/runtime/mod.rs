@@ -80,6 +80,7 @@ pub fn start(control: Arc<Control>) -> io::Result<Running> {
             Err(_) => return Err(io::Error::other("a worker exited during start")),
         }
     }
+    control.start_resolver();
     Ok(Running { control, listeners, drivers, handles })
 }
 
