@@ -93,3 +93,84 @@ impl UpstreamPools {
         self.pools.get(id).map_or(0, |p| p.order.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::SocketAddr;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// A connected pair: our monoio stream and the backend's std end.
+    async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+        let ours = TcpStream::connect_addr(listener.local_addr().expect("addr")).await.expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        (ours, theirs)
+    }
+
+    fn local(s: &TcpStream) -> SocketAddr {
+        s.local_addr().expect("local addr")
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn most_recent_first_and_capped() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut pools = UpstreamPools::new();
+        let mut keep = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            let (ours, theirs) = pair(&l).await;
+            addrs.push(local(&ours));
+            keep.push(theirs);
+            pools.checkin(7, ours, 2, LONG);
+        }
+        assert_eq!(pools.idle_count(7), 2, "the oldest was closed at the cap");
+        assert_eq!(pools.checkout(7).map(|s| local(&s)), Some(addrs[2]));
+        assert_eq!(pools.checkout(7).map(|s| local(&s)), Some(addrs[1]));
+        assert!(pools.checkout(7).is_none());
+        assert!(pools.checkout(99).is_none(), "unknown server");
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn closed_dirty_or_expired_connections_are_never_handed_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut pools = UpstreamPools::new();
+
+        let (ours, theirs) = pair(&l).await;
+        pools.checkin(1, ours, 8, LONG);
+        drop(theirs);
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        assert!(pools.checkout(1).is_none(), "closed by the backend");
+
+        let (ours, mut theirs) = pair(&l).await;
+        pools.checkin(1, ours, 8, LONG);
+        theirs.write_all(b"HTTP/1.1 200 OK\r\n").expect("write");
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        assert!(pools.checkout(1).is_none(), "unsolicited bytes");
+
+        let (ours, _theirs) = pair(&l).await;
+        pools.checkin(1, ours, 8, Duration::ZERO);
+        assert!(pools.checkout(1).is_none(), "expired");
+
+        let (ours, _theirs2) = pair(&l).await;
+        let addr = local(&ours);
+        pools.checkin(1, ours, 8, LONG);
+        assert_eq!(pools.checkout(1).map(|s| local(&s)), Some(addr), "a clean one is reused");
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn keepalive_zero_and_retain() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut pools = UpstreamPools::new();
+        let (a, _ta) = pair(&l).await;
+        pools.checkin(2, a, 0, LONG);
+        assert_eq!(pools.idle_count(2), 0, "keepalive 0 pools nothing");
+        let (b, _tb) = pair(&l).await;
+        let (c, _tc) = pair(&l).await;
+        pools.checkin(2, b, 4, LONG);
+        pools.checkin(3, c, 4, LONG);
+        pools.retain(|id| id == 3);
+        assert_eq!((pools.idle_count(2), pools.idle_count(3)), (0, 1), "removed servers are drained");
+    }
+}
