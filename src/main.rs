@@ -134,6 +134,15 @@ fn run(config: Config) -> ExitCode {
 /// Starts the workers and the admin listener, reports the bound addresses,
 /// then handles signals until the proxy stops.
 fn serve(control: Control) -> ExitCode {
+    // Installed before the addresses are printed, so a signal sent as soon
+    // as the proxy reports ready is handled, not fatal.
+    let signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = control.config();
     let auto = config.runtime.driver == ringway::config::Driver::Auto;
     let running = match ringway::runtime::start(Arc::new(control)) {
@@ -161,19 +170,12 @@ fn serve(control: Control) -> ExitCode {
         }
     }
     let _ = std::io::stdout().flush();
-    handle_signals(&control, running)
+    handle_signals(&control, running, signals)
 }
 
 /// SIGHUP reloads; SIGTERM/SIGINT stop gracefully (a second one stops at
 /// once); SIGUSR1 reopens the access log.
-fn handle_signals(control: &Arc<Control>, running: ringway::runtime::Running) -> ExitCode {
-    let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn handle_signals(control: &Arc<Control>, running: ringway::runtime::Running, mut signals: Signals) -> ExitCode {
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
     let mut stopped_rx = Some(stopped_rx);
     std::thread::spawn(move || {

@@ -18,6 +18,8 @@ pub struct Response<'b, 'h> {
     pub body: BodyKind,
     /// The upstream will close (or must be closed) after this response.
     pub upstream_close: bool,
+    /// The declared `Content-Length`, parsed (duplicates were equal).
+    pub length: Option<u64>,
     /// The `Upgrade` field (meaningful on a 101).
     pub upgrade: Option<&'b [u8]>,
     pub connection: ConnectionOptions<'b>,
@@ -94,7 +96,7 @@ pub fn parse<'b, 'h>(
     if status == 101 && upgrade.is_none_or(<[u8]>::is_empty) {
         return Err(BadResponse("101 without Upgrade"));
     }
-    Ok(Response { status, reason, body, upstream_close, upgrade, connection, headers, head_len })
+    Ok(Response { status, reason, body, upstream_close, length, upgrade, connection, headers, head_len })
 }
 
 /// How the client will receive the body.
@@ -135,24 +137,27 @@ pub fn write_client_head(
     for h in resp.headers {
         let name = h.name.as_bytes();
         if resp.connection.drops(name) {
-            // Content-Length on a bodyless answer is metadata, not framing.
-            let keep = framing == ClientFraming::None
-                && resp.body == BodyKind::None
-                && name.eq_ignore_ascii_case(b"content-length")
-                && resp.status != 204
-                && !(100..200).contains(&resp.status);
-            if !keep {
-                continue;
-            }
+            continue;
         }
         push_field(out, name, h.value);
     }
+    // On a HEAD or 304 answer Content-Length describes the resource, not
+    // this message: keep it, once, in canonical form.
+    let described = match (framing, resp.length) {
+        (ClientFraming::None, Some(n)) if resp.status != 204 && !(100..200).contains(&resp.status) => Some(n),
+        _ => None,
+    };
     match framing {
         ClientFraming::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
+        ClientFraming::None => {
+            if let Some(n) = described {
+                let _ = write!(out, "Content-Length: {n}\r\n");
+            }
+        }
         ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        ClientFraming::None | ClientFraming::UntilClose | ClientFraming::Switch => {}
+        ClientFraming::UntilClose | ClientFraming::Switch => {}
     }
     if resp.status == 101 {
         out.extend_from_slice(b"Connection: upgrade\r\n");

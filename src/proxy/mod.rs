@@ -119,6 +119,7 @@ impl Session {
         let config = worker.config();
         let (rb, max_head) = (config.runtime.read_buffer, config.limits.max_header_bytes + 1);
         worker.metrics.borrow_mut().connection_opened(&listener);
+        worker.connection_opened();
         Session {
             config,
             listener,
@@ -190,6 +191,7 @@ impl Session {
                 Next::Close => break,
                 Next::Upgrade(upstream) => {
                     self.worker.metrics.borrow_mut().connection_closed(&self.listener);
+                    self.worker.connection_closed();
                     let Session { client, cbuf, ubuf, config, .. } = self;
                     return tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle).await;
                 }
@@ -197,6 +199,7 @@ impl Session {
         }
         self.close().await;
         self.worker.metrics.borrow_mut().connection_closed(&self.listener);
+        self.worker.connection_closed();
     }
 
     /// Answers a failed request with its status, if nothing was sent yet.
@@ -289,7 +292,15 @@ impl Session {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => t.client_idle,
             };
-            match timeout(wait, self.cbuf.fill(&mut self.client)).await {
+            let read = if deadline.is_none() {
+                // Between requests: a graceful stop cancels this wait, so
+                // idle keep-alive connections close at once.
+                let cancel = self.worker.idle_cancel_handle();
+                timeout(wait, self.cbuf.fill_cancelable(&mut self.client, cancel)).await
+            } else {
+                timeout(wait, self.cbuf.fill(&mut self.client)).await
+            };
+            match read {
                 Err(_) if deadline.is_none() => return Ok(None),
                 Err(_) => return Err(ProxyError::ClientHeaderTimeout),
                 Ok(Ok(0)) | Ok(Err(_)) if self.cbuf.is_empty() => return Ok(None),
@@ -379,7 +390,7 @@ impl Session {
     /// parsed as the next request: it is read and dropped when small,
     /// otherwise the connection closes after the answer.
     async fn answer_locally(&mut self, status: u16, x: Exchange) -> Result<Next, ProxyError> {
-        let mut keep = x.keep_alive;
+        let mut keep = x.keep_alive && !self.worker.is_shutting_down();
         match x.body {
             BodyKind::None => {}
             BodyKind::Length(n) if n <= DRAIN_MAX_BYTES && !x.expect_continue => {

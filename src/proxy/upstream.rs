@@ -208,7 +208,9 @@ impl Session {
         } else {
             self.status = resp.status;
             let framing = client_framing(resp.body, x.http10);
-            let keep_alive = x.keep_alive && framing != ClientFraming::UntilClose;
+            // Checked now, not at the request head: a stop that began while
+            // this request ran makes this the connection's last response.
+            let keep_alive = x.keep_alive && framing != ClientFraming::UntilClose && !self.worker.is_shutting_down();
             response::write_client_head(&resp, framing, x.http10, keep_alive, &mut self.out);
             Some((resp.body, framing, resp.upstream_close, keep_alive))
         };

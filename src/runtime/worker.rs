@@ -15,10 +15,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How often a worker looks at its command channel and the shutdown flag.
 const TICK: Duration = Duration::from_millis(20);
+/// After in-flight requests finish, how long a stopping worker waits for
+/// its remaining (idle or half-sent) connections to close.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// Pause after an accept error (e.g. out of file descriptors) so a worker
 /// does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
@@ -45,6 +48,10 @@ pub struct Worker {
     pub metrics: RefCell<WorkerMetrics>,
     /// Requests between a complete head and the end of their answer.
     active: Cell<usize>,
+    /// Open client connections (idle ones included).
+    open: Cell<usize>,
+    /// Cancels the reads of idle keep-alive connections at shutdown.
+    idle_reads: RefCell<Canceller>,
     /// Upstream connections in use, by server id.
     upstream_in_use: RefCell<Vec<usize>>,
     /// Per-worker random state (random_two balancing).
@@ -64,6 +71,8 @@ impl Worker {
             pools: RefCell::new(UpstreamPools::new()),
             metrics: RefCell::new(WorkerMetrics::default()),
             active: Cell::new(0),
+            open: Cell::new(0),
+            idle_reads: RefCell::new(Canceller::new()),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
             access_log: match (&config.access_log, access_log::sender()) {
@@ -119,6 +128,19 @@ impl Worker {
         self.control.is_shutting_down()
     }
 
+    pub fn connection_opened(&self) {
+        self.open.set(self.open.get() + 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+
+    /// For a read that waits for the next request on an idle connection.
+    pub fn idle_cancel_handle(&self) -> CancelHandle {
+        self.idle_reads.borrow().handle()
+    }
+
     pub fn request_started(&self) {
         self.active.set(self.active.get() + 1);
     }
@@ -161,6 +183,7 @@ impl Worker {
         }
         // Health checkers run while this token holds their generation.
         let checkers = Rc::new(Cell::new(u64::MAX));
+        let mut idle_since: Option<Instant> = None;
         loop {
             if self.index == 0 && checkers.get() != self.control.generation() && !self.is_shutting_down() {
                 self.start_health_checks(&checkers);
@@ -182,12 +205,25 @@ impl Worker {
             self.flush_access_log();
             if self.is_shutting_down() {
                 checkers.set(u64::MAX - 1);
+                // Accept loops see the cancel on their next poll and drop
+                // (close) their listening sockets.
                 for (_, c) in accepting.drain() {
                     c.cancel();
                 }
                 if self.active.get() == 0 {
-                    // Idle keep-alive connections close with the runtime.
-                    return;
+                    let idle = std::mem::take(&mut *self.idle_reads.borrow_mut());
+                    *self.idle_reads.borrow_mut() = idle.cancel();
+                    // Give cancelled sessions a moment to close cleanly; a
+                    // client still sending a head does not hold the stop.
+                    // Never in the tick that cancelled: the accept loops and
+                    // sessions need one turn to run.
+                    let Some(since) = idle_since else {
+                        idle_since = Some(Instant::now());
+                        continue;
+                    };
+                    if self.open.get() == 0 || since.elapsed() >= SHUTDOWN_LINGER {
+                        return;
+                    }
                 }
             }
         }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -614,6 +616,11 @@ pub struct Proxy {
     listeners: Vec<(String, SocketAddr)>,
     config_path: PathBuf,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The rest of the child's stdout, line by line (after the listening
+    /// lines `start` consumed).
+    stdout: Mutex<mpsc::Receiver<String>>,
+    /// The admin address, once read off stdout.
+    admin: Mutex<Option<SocketAddr>>,
 }
 
 /// The `name = "..."` of every `[[listeners]]` table in a config text.
@@ -663,11 +670,19 @@ impl Proxy {
             .expect("spawn ringway");
         let lines = line_reader(child.stdout.take().expect("stdout"));
         let stderr = collect(child.stderr.take().expect("stderr"));
-        let mut proxy = Proxy { child, listeners: Vec::new(), config_path, stderr };
+        let mut proxy = Proxy {
+            child,
+            listeners: Vec::new(),
+            config_path,
+            stderr,
+            stdout: Mutex::new(lines),
+            admin: Mutex::new(None),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         while !names.iter().all(|n| proxy.listeners.iter().any(|(l, _)| l == n)) {
             let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
+            let line = proxy.stdout.lock().expect("lock").recv_timeout(left);
+            match line {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("ringway listening name=") {
                         let (name, addr) = rest.split_once(" addr=").expect("listening line format");
@@ -694,6 +709,110 @@ impl Proxy {
 
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().expect("lock")).to_string()
+    }
+
+    /// The admin listener's address (`[admin] bind`), read off the
+    /// `ringway admin addr=` line (waits for it up to `START_TIMEOUT`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let mut admin = self.admin.lock().expect("lock");
+        if let Some(a) = *admin {
+            return a;
+        }
+        let lines = self.stdout.lock().expect("lock");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("ringway admin addr=") {
+                        let a = a.trim().parse().expect("admin addr");
+                        *admin = Some(a);
+                        return a;
+                    }
+                }
+                Err(_) => panic!("proxy did not report an admin address; stderr:\n{}", self.stderr()),
+            }
+        }
+    }
+
+    /// The config file the proxy runs with (re-read on reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    /// Replaces the config file atomically (write aside, then rename), so
+    /// a reload never reads half a file.
+    pub fn rewrite_config(&self, toml: &str) {
+        let mut tmp = self.config_path.clone().into_os_string();
+        tmp.push(".new");
+        std::fs::write(&tmp, toml).expect("write new config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename new config");
+    }
+
+    /// Waits (bounded) until the process catches SIGHUP, SIGINT, SIGUSR1
+    /// and SIGTERM: it reports its addresses before installing its signal
+    /// handlers, and an uncaught SIGHUP would kill it.
+    pub fn wait_signal_handlers(&self) {
+        let want: u64 = [libc::SIGHUP, libc::SIGINT, libc::SIGUSR1, libc::SIGTERM]
+            .iter()
+            .fold(0, |m, s| m | 1u64 << (*s as u64 - 1));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0);
+            if caught & want == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the proxy never installed its signal handlers");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` to the proxy (once it handles signals).
+    pub fn signal(&self, signal: libc::c_int) {
+        self.wait_signal_handlers();
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid");
+        // SAFETY: kill(2) with our own child's pid and a valid signal number.
+        let r = unsafe { libc::kill(pid, signal) };
+        assert_eq!(r, 0, "kill({pid}, {signal}) failed: {}", io::Error::last_os_error());
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits up to `timeout` until stderr contains `needle`; returns whether
+    /// it did.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Resident memory of the proxy process, in KiB.
