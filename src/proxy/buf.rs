@@ -94,6 +94,39 @@ impl ConnBuf {
         Ok(())
     }
 
+    /// A buffer with no memory yet (see `switch_to`).
+    pub fn unallocated(max: usize) -> Self {
+        ConnBuf { buf: Vec::new(), start: 0, max }
+    }
+
+    /// Whether the buffer has storage to read into.
+    pub fn has_storage(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
+    /// Takes the storage out (only when no bytes are buffered), leaving the
+    /// buffer without memory: an idle connection keeps none.
+    pub fn release(&mut self) -> Option<Vec<u8>> {
+        if !self.is_empty() || self.buf.capacity() == 0 {
+            return None;
+        }
+        self.start = 0;
+        let mut v = std::mem::take(&mut self.buf);
+        v.clear();
+        Some(v)
+    }
+
+    /// Moves the buffered bytes into `storage` and uses it from now on;
+    /// returns the old storage, emptied.
+    pub fn switch_to(&mut self, mut storage: Vec<u8>) -> Vec<u8> {
+        storage.clear();
+        storage.extend_from_slice(self.data());
+        self.start = 0;
+        let mut old = std::mem::replace(&mut self.buf, storage);
+        old.clear();
+        old
+    }
+
     /// Drops all buffered bytes.
     pub fn clear(&mut self) {
         self.buf.clear();

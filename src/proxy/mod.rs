@@ -43,6 +43,13 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Status recorded for a request whose client went away before any answer
 /// (nginx's convention).
 const CLIENT_CLOSED: u16 = 499;
+/// Bytes an idle keep-alive connection waits for its next request with. A
+/// full read buffer is borrowed from the worker once bytes arrive, so idle
+/// connections cost this much instead of `read_buffer` (the first bytes are
+/// copied once; most request heads fit here whole).
+const IDLE_READ_BYTES: usize = 512;
+/// Scratch buffers bigger than this go back to the worker between requests.
+const KEEP_SCRATCH_BYTES: usize = 2048;
 
 /// What the rest of an exchange needs from the request head, copied out so
 /// the borrow of the read buffer can end.
@@ -112,6 +119,9 @@ pub struct Session {
     replay: Vec<u8>,
     /// The current request's server order (reused buffer).
     plan: Vec<usize>,
+    /// The small read buffer an idle connection waits with, while `cbuf`
+    /// holds a full-size one from the worker (empty when `cbuf` has it).
+    small: Vec<u8>,
 }
 
 impl Session {
@@ -125,8 +135,9 @@ impl Session {
             listener,
             client,
             peer,
-            cbuf: ConnBuf::new(rb.min(max_head.max(1024)), max_head.max(rb)),
-            ubuf: ConnBuf::new(rb, max_head.max(rb)),
+            cbuf: ConnBuf::new(IDLE_READ_BYTES, max_head.max(rb)),
+            ubuf: ConnBuf::unallocated(max_head.max(rb)),
+            small: Vec::new(),
             uhead: Vec::new(),
             out: Vec::new(),
             path: Vec::new(),
@@ -162,7 +173,7 @@ impl Session {
                 Err(e) => {
                     self.worker.request_started();
                     let started = Instant::now();
-                    self.answer_error(e).await;
+                    Box::pin(self.answer_error(e)).await;
                     self.finish(started);
                     break;
                 }
@@ -174,14 +185,16 @@ impl Session {
             let result = match self.prepare(head_len) {
                 Ok(x) => {
                     self.cbuf.consume(head_len);
-                    self.exchange(x).await
+                    // Boxed: the exchange's state is large, and an idle
+                    // connection's task should only be as big as its wait.
+                    Box::pin(self.exchange(x)).await
                 }
                 Err(e) => Err(e),
             };
             let next = match result {
                 Ok(next) => next,
                 Err(e) => {
-                    self.answer_error(e).await;
+                    Box::pin(self.answer_error(e)).await;
                     Next::Close
                 }
             };
@@ -193,13 +206,30 @@ impl Session {
                     self.worker.metrics.borrow_mut().connection_closed(&self.listener);
                     self.worker.connection_closed();
                     let Session { client, cbuf, ubuf, config, .. } = self;
-                    return tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle).await;
+                    return Box::pin(tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle)).await;
                 }
             }
         }
         self.close().await;
         self.worker.metrics.borrow_mut().connection_closed(&self.listener);
         self.worker.connection_closed();
+    }
+
+    /// Hands the full-size buffers back to the worker while the connection
+    /// waits for its next request.
+    fn shrink_for_idle(&mut self) {
+        if self.small.capacity() > 0 && self.cbuf.is_empty() {
+            let full = self.cbuf.switch_to(std::mem::take(&mut self.small));
+            self.worker.put_buf(full);
+        }
+        if let Some(v) = self.ubuf.release() {
+            self.worker.put_buf(v);
+        }
+        for scratch in [&mut self.out, &mut self.replay, &mut self.uhead] {
+            if scratch.capacity() > KEEP_SCRATCH_BYTES {
+                self.worker.put_buf(std::mem::take(scratch));
+            }
+        }
     }
 
     /// Answers a failed request with its status, if nothing was sent yet.
@@ -255,13 +285,7 @@ impl Session {
         let _ = self.client.shutdown().await;
         if !self.cbuf.is_empty() {
             self.cbuf.clear();
-            let until = Instant::now() + LINGER;
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                match timeout(left, self.cbuf.fill(&mut self.client)).await {
-                    Ok(Ok(n)) if n > 0 => self.cbuf.clear(),
-                    _ => break,
-                }
-            }
+            Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
         }
     }
 
@@ -288,24 +312,29 @@ impl Session {
                     Err(HeadError::TooLarge) => return Err(ProxyError::Request(RequestError::HeadTooLarge)),
                 }
             }
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => t.client_idle,
+            let read = match deadline {
+                None => {
+                    self.shrink_for_idle();
+                    // No `timeout` here: the worker's idle wheel cancels
+                    // this read at `client_idle` (or at a graceful stop), so
+                    // an idle connection's task carries no timer.
+                    let cancel = self.worker.idle_cancel_handle(t.client_idle);
+                    self.cbuf.fill_cancelable(&mut self.client, cancel).await
+                }
+                // Heads that span reads are rare: their timer lives on the heap.
+                Some(d) => Box::pin(read_until(&mut self.cbuf, &mut self.client, d)).await,
             };
-            let read = if deadline.is_none() {
-                // Between requests: a graceful stop cancels this wait, so
-                // idle keep-alive connections close at once.
-                let cancel = self.worker.idle_cancel_handle();
-                timeout(wait, self.cbuf.fill_cancelable(&mut self.client, cancel)).await
-            } else {
-                timeout(wait, self.cbuf.fill(&mut self.client)).await
-            };
+            if self.small.capacity() == 0 && !self.cbuf.is_empty() {
+                // Bytes arrived on the small buffer: continue on a full one.
+                let full = self.worker.take_buf(self.config.runtime.read_buffer);
+                self.small = self.cbuf.switch_to(full);
+            }
             match read {
-                Err(_) if deadline.is_none() => return Ok(None),
-                Err(_) => return Err(ProxyError::ClientHeaderTimeout),
-                Ok(Ok(0)) | Ok(Err(_)) if self.cbuf.is_empty() => return Ok(None),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(ProxyError::ClientGone),
-                Ok(Ok(_)) => {}
+                // First: a timed-out read took the buffer with it.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::ClientHeaderTimeout),
+                Ok(0) | Err(_) if self.cbuf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) => return Err(ProxyError::ClientGone),
+                Ok(_) => {}
             }
         }
     }
@@ -426,6 +455,26 @@ impl Session {
     }
 }
 
+/// One read that must end by `deadline` (`TimedOut` if it does not).
+async fn read_until(buf: &mut ConnBuf, client: &mut TcpStream, deadline: Instant) -> std::io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match timeout(left, buf.fill(client)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Reads and drops what the client still sends, for up to `LINGER`.
+async fn linger(buf: &mut ConnBuf, client: &mut TcpStream) {
+    let until = Instant::now() + LINGER;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match timeout(left, buf.fill(client)).await {
+            Ok(Ok(n)) if n > 0 => buf.clear(),
+            _ => break,
+        }
+    }
+}
+
 /// Keeps what the access log needs from a head about to be consumed:
 /// method, target, Referer, User-Agent, with `marks` their end offsets.
 fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [usize; 4]) {
@@ -475,5 +524,22 @@ fn side_name(side: Side) -> &'static str {
         Side::Client => "client",
         Side::Upstream => "upstream",
         Side::Internal => "internal",
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    fn future_size<A, F: FnOnce(A) -> Fut, Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn report_sizes() {
+        eprintln!(
+            "SIZES session={} run={} read_head={}",
+            std::mem::size_of::<super::Session>(),
+            future_size(super::Session::run),
+            future_size(|mut s: super::Session| async move { s.read_head().await.ok() })
+        );
     }
 }

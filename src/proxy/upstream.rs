@@ -56,6 +56,9 @@ impl Session {
     pub(super) async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
         let t = self.config.timeouts;
         let gone = ProxyError::UpstreamGone { reused, answered: false };
+        if !self.ubuf.has_storage() {
+            let _ = self.ubuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
+        }
         let head = std::mem::take(&mut self.uhead);
         let (res, head) = match timeout(t.upstream_send, up.write_all(head)).await {
             Ok(r) => r,

@@ -7,11 +7,11 @@ use crate::access_log::{self, LogSender};
 use crate::config::{Config, LogFormat};
 use crate::metrics::{PoolGauge, WorkerMetrics};
 use crate::proxy::Session;
-use crate::upstream::UpstreamPools;
+use crate::upstream::{now_ms, UpstreamPools};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ const TICK: Duration = Duration::from_millis(20);
 /// After in-flight requests finish, how long a stopping worker waits for
 /// its remaining (idle or half-sent) connections to close.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+/// Spare connection buffers kept per worker (enough for the connections
+/// that are mid-request at once; idle ones hold none).
+const SPARE_BUFS: usize = 512;
 /// Pause after an accept error (e.g. out of file descriptors) so a worker
 /// does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
@@ -50,10 +53,15 @@ pub struct Worker {
     active: Cell<usize>,
     /// Open client connections (idle ones included).
     open: Cell<usize>,
-    /// Cancels the reads of idle keep-alive connections at shutdown.
-    idle_reads: RefCell<Canceller>,
+    /// Reads of idle keep-alive connections, grouped by the second their
+    /// `client_idle` ends: a coarse timer wheel. Each tick cancels the
+    /// buckets that are due; a graceful stop cancels them all.
+    idle_reads: RefCell<BTreeMap<u64, Canceller>>,
     /// Upstream connections in use, by server id.
     upstream_in_use: RefCell<Vec<usize>>,
+    /// Spare connection buffers: sessions borrow one per side while a
+    /// request runs and give it back when they go idle.
+    spare_bufs: RefCell<Vec<Vec<u8>>>,
     /// Per-worker random state (random_two balancing).
     rng: RefCell<u64>,
     /// Access log lines waiting for the writer thread.
@@ -72,13 +80,31 @@ impl Worker {
             metrics: RefCell::new(WorkerMetrics::default()),
             active: Cell::new(0),
             open: Cell::new(0),
-            idle_reads: RefCell::new(Canceller::new()),
+            idle_reads: RefCell::new(BTreeMap::new()),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
+            spare_bufs: RefCell::new(Vec::new()),
             access_log: match (&config.access_log, access_log::sender()) {
                 (Some(c), Some(tx)) => Some((tx, c.format, RefCell::new(Vec::with_capacity(access_log::FLUSH_BYTES)))),
                 _ => None,
             },
+        }
+    }
+
+    /// A connection buffer of `read_buffer` bytes, reused when possible.
+    pub fn take_buf(&self, capacity: usize) -> Vec<u8> {
+        match self.spare_bufs.borrow_mut().pop() {
+            Some(v) if v.capacity() >= capacity => v,
+            _ => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Returns a buffer for reuse; one smaller than a read buffer, or
+    /// beyond `SPARE_BUFS`, is freed.
+    pub fn put_buf(&self, v: Vec<u8>) {
+        let mut spare = self.spare_bufs.borrow_mut();
+        if spare.len() < SPARE_BUFS && v.capacity() >= self.config.borrow().runtime.read_buffer {
+            spare.push(v);
         }
     }
 
@@ -136,9 +162,23 @@ impl Worker {
         self.open.set(self.open.get().saturating_sub(1));
     }
 
-    /// For a read that waits for the next request on an idle connection.
-    pub fn idle_cancel_handle(&self) -> CancelHandle {
-        self.idle_reads.borrow().handle()
+    /// For a read that waits for the next request on an idle connection:
+    /// it is cancelled within a second after `idle`, or at a graceful stop.
+    pub fn idle_cancel_handle(&self, idle: Duration) -> CancelHandle {
+        let due = (now_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
+        self.idle_reads.borrow_mut().entry(due).or_default().handle()
+    }
+
+    /// Cancels the idle reads that are due (all of them when `all`).
+    fn expire_idle(&self, all: bool) {
+        let now = now_ms() / 1000;
+        let mut wheel = self.idle_reads.borrow_mut();
+        while let Some(entry) = wheel.first_entry() {
+            if !all && *entry.key() > now {
+                break;
+            }
+            entry.remove().cancel();
+        }
     }
 
     pub fn request_started(&self) {
@@ -203,6 +243,7 @@ impl Worker {
                 }
             }
             self.flush_access_log();
+            self.expire_idle(false);
             if self.is_shutting_down() {
                 checkers.set(u64::MAX - 1);
                 // Accept loops see the cancel on their next poll and drop
@@ -211,8 +252,7 @@ impl Worker {
                     c.cancel();
                 }
                 if self.active.get() == 0 {
-                    let idle = std::mem::take(&mut *self.idle_reads.borrow_mut());
-                    *self.idle_reads.borrow_mut() = idle.cancel();
+                    self.expire_idle(true);
                     // Give cancelled sessions a moment to close cleanly; a
                     // client still sending a head does not hold the stop.
                     // Never in the tick that cancelled: the accept loops and

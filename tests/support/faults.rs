@@ -32,6 +32,10 @@ pub enum Fault {
     Garbage,
     /// Answer like `None`, after this long.
     Delay(Duration),
+    /// Answer like `None` the first request on a connection; reset (like
+    /// `ResetBeforeAnswer`) any later one: a keep-alive connection the
+    /// backend drops just as it is reused.
+    ResetReused,
 }
 
 /// What the backend does with a keep-alive connection between requests.
@@ -301,7 +305,7 @@ fn read_request(conn: &mut Conn, id: usize) -> Option<Seen> {
 
 fn serve(stream: TcpStream, id: usize, s: &Shared) {
     let mut conn = Conn::new(stream);
-    for _ in 0..100_000 {
+    for nth in 0..100_000 {
         // Between requests: the idle behaviour.
         match s.idle {
             Idle::Keep => {}
@@ -333,6 +337,11 @@ fn serve(stream: TcpStream, id: usize, s: &Shared) {
         let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         s.max_in_flight.fetch_max(now, Ordering::SeqCst);
         s.update(|l| l.requests.push(seen));
+        let fault = match fault {
+            Fault::ResetReused if nth == 0 => Fault::None,
+            Fault::ResetReused => Fault::ResetBeforeAnswer,
+            f => f,
+        };
         let keep = answer(&mut conn, id, s, fault, &target);
         s.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !keep {
@@ -354,7 +363,7 @@ fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) ->
             std::thread::sleep(d);
             ok(conn).is_ok()
         }
-        Fault::ResetBeforeAnswer => {
+        Fault::ResetBeforeAnswer | Fault::ResetReused => {
             // The last handle closes with SO_LINGER 0 when `serve` returns:
             // an RST, no FIN.
             s.forget(id);
