@@ -20,7 +20,6 @@ use crate::http::head::{leading_empty_lines, HeadError, HeadScanner};
 use crate::http::path::normalize_path;
 use crate::http::request::{self, Method, RequestError};
 use crate::http::BodyKind;
-use crate::metrics::RouteLabels;
 use crate::runtime::{Snapshot, Worker};
 use crate::upstream::{hash_bytes, Balance, HashKey};
 use buf::{write_out, ConnBuf};
@@ -43,11 +42,6 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Status recorded for a request whose client went away before any answer
 /// (nginx's convention).
 const CLIENT_CLOSED: u16 = 499;
-/// Bytes an idle keep-alive connection waits for its next request with. A
-/// full read buffer is borrowed from the worker once bytes arrive, so idle
-/// connections cost this much instead of `read_buffer` (the first bytes are
-/// copied once; most request heads fit here whole).
-const IDLE_READ_BYTES: usize = 512;
 /// Scratch buffers bigger than this go back to the worker between requests.
 const KEEP_SCRATCH_BYTES: usize = 2048;
 
@@ -102,8 +96,9 @@ pub struct Session {
     response_started: bool,
     /// Status sent (or to record) for the current request.
     status: u16,
-    /// Labels the current request is counted under.
-    labels: Option<Arc<RouteLabels>>,
+    /// Whether `path` holds the current request's routed path (labels are
+    /// looked up again at the end rather than cloned per request).
+    routed: bool,
     /// Response body bytes sent for the current request.
     bytes_sent: u64,
     /// The server that answered the current request.
@@ -119,9 +114,6 @@ pub struct Session {
     replay: Vec<u8>,
     /// The current request's server order (reused buffer).
     plan: Vec<usize>,
-    /// The small read buffer an idle connection waits with, while `cbuf`
-    /// holds a full-size one from the worker (empty when `cbuf` has it).
-    small: Vec<u8>,
 }
 
 impl Session {
@@ -135,16 +127,15 @@ impl Session {
             listener,
             client,
             peer,
-            cbuf: ConnBuf::new(IDLE_READ_BYTES, max_head.max(rb)),
+            cbuf: ConnBuf::unallocated(max_head.max(rb)),
             ubuf: ConnBuf::unallocated(max_head.max(rb)),
-            small: Vec::new(),
             uhead: Vec::new(),
             out: Vec::new(),
             path: Vec::new(),
             scanner: HeadScanner::default(),
             response_started: false,
             status: 0,
-            labels: None,
+            routed: false,
             bytes_sent: 0,
             upstream_addr: None,
             log_req: Vec::new(),
@@ -162,7 +153,7 @@ impl Session {
             self.config = self.worker.config();
             self.response_started = false;
             self.status = 0;
-            self.labels = None;
+            self.routed = false;
             self.bytes_sent = 0;
             self.upstream_addr = None;
             self.log_req.clear();
@@ -180,6 +171,7 @@ impl Session {
             };
             // A reload while this connection idled applies to this request.
             self.config = self.worker.config();
+            self.equip();
             self.worker.request_started();
             let started = Instant::now();
             let result = match self.prepare(head_len) {
@@ -218,16 +210,27 @@ impl Session {
     /// Hands the full-size buffers back to the worker while the connection
     /// waits for its next request.
     fn shrink_for_idle(&mut self) {
-        if self.small.capacity() > 0 && self.cbuf.is_empty() {
-            let full = self.cbuf.switch_to(std::mem::take(&mut self.small));
-            self.worker.put_buf(full);
+        if let Some(v) = self.cbuf.release() {
+            self.worker.put_buf(v);
         }
         if let Some(v) = self.ubuf.release() {
             self.worker.put_buf(v);
         }
-        for scratch in [&mut self.out, &mut self.replay, &mut self.uhead] {
+        for scratch in [&mut self.out, &mut self.replay, &mut self.uhead, &mut self.path, &mut self.log_req] {
             if scratch.capacity() > KEEP_SCRATCH_BYTES {
                 self.worker.put_buf(std::mem::take(scratch));
+            } else if scratch.capacity() > 0 {
+                self.worker.put_scratch(std::mem::take(scratch));
+            }
+        }
+    }
+
+    /// Borrows small scratch buffers from the worker for the request that
+    /// just arrived (idle connections hold none).
+    fn equip(&mut self) {
+        for scratch in [&mut self.out, &mut self.uhead, &mut self.path] {
+            if scratch.capacity() == 0 {
+                *scratch = self.worker.take_scratch();
             }
         }
     }
@@ -249,16 +252,15 @@ impl Session {
 
     /// Counts the request that just ended.
     fn finish(&mut self, started: Instant) {
-        let labels = match self.labels.take() {
-            Some(l) => l,
-            None => match self.config.listeners.iter().find(|l| l.name == self.listener) {
-                Some(l) => Arc::clone(&l.no_route),
-                None => return self.worker.request_finished(),
-            },
+        let config = Rc::clone(&self.config);
+        let Some(listener) = config.listeners.iter().find(|l| l.name == self.listener) else {
+            return self.worker.request_finished();
         };
+        let route = if self.routed { listener.routes.lookup(&self.path) } else { None };
+        let labels = route.map_or(&listener.no_route, |(r, _)| &r.labels);
         let elapsed = started.elapsed();
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.worker.metrics.borrow_mut().request(&labels, self.status, micros);
+        self.worker.metrics.borrow_mut().request(labels, self.status, micros);
         if self.worker.logs_access() {
             let [m, t, r, u] = self.log_marks;
             let field = |a: usize, b: usize| self.log_req.get(a..b).unwrap_or_default();
@@ -292,8 +294,6 @@ impl Session {
     /// Reads until a complete head is buffered. `Ok(None)`: the client
     /// closed or idled out between requests, which needs no answer.
     async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
-        let t = self.config.timeouts;
-        let max = self.config.limits.max_header_bytes;
         self.scanner.reset();
         let mut deadline: Option<Instant> = None;
         loop {
@@ -304,8 +304,9 @@ impl Session {
                 self.scanner.reset();
             }
             if !self.cbuf.is_empty() {
-                deadline.get_or_insert_with(|| Instant::now() + t.client_header);
-                match self.scanner.scan(self.cbuf.data(), max) {
+                let header_timeout = self.config.timeouts.client_header;
+                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                match self.scanner.scan(self.cbuf.data(), self.config.limits.max_header_bytes) {
                     Ok(Some(n)) => return Ok(Some(n)),
                     Ok(None) => {}
                     Err(HeadError::BareLf) => return Err(ProxyError::Request(RequestError::BadRequest("bare LF"))),
@@ -314,21 +315,28 @@ impl Session {
             }
             let read = match deadline {
                 None => {
+                    // Poll, then read: an idle connection holds no buffer
+                    // and no timer while it waits, only a slot in the
+                    // worker's idle wheel (which also ends the wait at a
+                    // graceful stop). One extra poll per keep-alive request
+                    // is the price; see docs/benchmarking.md.
                     self.shrink_for_idle();
-                    // No `timeout` here: the worker's idle wheel cancels
-                    // this read at `client_idle` (or at a graceful stop), so
-                    // an idle connection's task carries no timer.
-                    let cancel = self.worker.idle_cancel_handle(t.client_idle);
-                    self.cbuf.fill_cancelable(&mut self.client, cancel).await
+                    let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
+                    let readable = monoio::select! {
+                        r = self.client.readable(false) => r.is_ok(),
+                        _ = expiry => false,
+                    };
+                    if !readable {
+                        return Ok(None);
+                    }
+                    if !self.cbuf.has_storage() {
+                        let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
+                    }
+                    self.cbuf.fill(&mut self.client).await
                 }
                 // Heads that span reads are rare: their timer lives on the heap.
                 Some(d) => Box::pin(read_until(&mut self.cbuf, &mut self.client, d)).await,
             };
-            if self.small.capacity() == 0 && !self.cbuf.is_empty() {
-                // Bytes arrived on the small buffer: continue on a full one.
-                let full = self.worker.take_buf(self.config.runtime.read_buffer);
-                self.small = self.cbuf.switch_to(full);
-            }
             match read {
                 // First: a timed-out read took the buffer with it.
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::ClientHeaderTimeout),
@@ -373,7 +381,7 @@ impl Session {
             .ok_or(ProxyError::ListenerGone)?;
         let (mut key_hash, mut replay) = (0, false);
         let route = listener.routes.lookup(&self.path);
-        self.labels = Some(Arc::clone(route.map_or(&listener.no_route, |(r, _)| &r.labels)));
+        self.routed = true;
         let action = match route.map(|(r, m)| (&r.action, m)) {
             None => Action::Local(404),
             Some((RouteAction::Status(s), _)) => Action::Local(*s),
@@ -540,6 +548,21 @@ mod size_tests {
             std::mem::size_of::<super::Session>(),
             future_size(super::Session::run),
             future_size(|mut s: super::Session| async move { s.read_head().await.ok() })
+        );
+        eprintln!(
+            "SIZES fill_cancelable={}",
+            future_size(
+                |(mut b, mut c, h): (super::buf::ConnBuf, monoio::net::TcpStream, monoio::io::CancelHandle)| async move {
+                    b.fill_cancelable(&mut c, h).await.ok()
+                }
+            )
+        );
+        eprintln!(
+            "SIZES fill={} readable={}",
+            future_size(|(mut b, mut c): (super::buf::ConnBuf, monoio::net::TcpStream)| async move {
+                b.fill(&mut c).await.ok()
+            }),
+            future_size(|c: monoio::net::TcpStream| async move { c.readable(false).await.ok() })
         );
     }
 }

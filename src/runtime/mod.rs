@@ -4,6 +4,7 @@
 //! counters, server state, and the config generation.
 
 mod control;
+mod idle;
 mod listener;
 pub mod ring;
 mod worker;

@@ -3,6 +3,7 @@
 //! the command channel, answered on a short tick.
 
 use super::control::{Command, Control};
+use super::idle::{IdleExpiry, IdleWheel};
 use crate::access_log::{self, LogSender};
 use crate::config::{Config, LogFormat};
 use crate::metrics::{PoolGauge, WorkerMetrics};
@@ -11,7 +12,7 @@ use crate::upstream::{now_ms, UpstreamPools};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -53,15 +54,15 @@ pub struct Worker {
     active: Cell<usize>,
     /// Open client connections (idle ones included).
     open: Cell<usize>,
-    /// Reads of idle keep-alive connections, grouped by the second their
-    /// `client_idle` ends: a coarse timer wheel. Each tick cancels the
-    /// buckets that are due; a graceful stop cancels them all.
-    idle_reads: RefCell<BTreeMap<u64, Canceller>>,
+    /// Idle keep-alive connections, by the second their `client_idle` ends.
+    idle_wheel: IdleWheel,
     /// Upstream connections in use, by server id.
     upstream_in_use: RefCell<Vec<usize>>,
     /// Spare connection buffers: sessions borrow one per side while a
     /// request runs and give it back when they go idle.
     spare_bufs: RefCell<Vec<Vec<u8>>>,
+    /// Spare small scratch buffers (heads, paths) for the same purpose.
+    spare_scratch: RefCell<Vec<Vec<u8>>>,
     /// Per-worker random state (random_two balancing).
     rng: RefCell<u64>,
     /// Access log lines waiting for the writer thread.
@@ -80,10 +81,11 @@ impl Worker {
             metrics: RefCell::new(WorkerMetrics::default()),
             active: Cell::new(0),
             open: Cell::new(0),
-            idle_reads: RefCell::new(BTreeMap::new()),
+            idle_wheel: IdleWheel::default(),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
             spare_bufs: RefCell::new(Vec::new()),
+            spare_scratch: RefCell::new(Vec::new()),
             access_log: match (&config.access_log, access_log::sender()) {
                 (Some(c), Some(tx)) => Some((tx, c.format, RefCell::new(Vec::with_capacity(access_log::FLUSH_BYTES)))),
                 _ => None,
@@ -104,6 +106,19 @@ impl Worker {
     pub fn put_buf(&self, v: Vec<u8>) {
         let mut spare = self.spare_bufs.borrow_mut();
         if spare.len() < SPARE_BUFS && v.capacity() >= self.config.borrow().runtime.read_buffer {
+            spare.push(v);
+        }
+    }
+
+    /// A small scratch buffer (request head, path), reused when possible.
+    pub fn take_scratch(&self) -> Vec<u8> {
+        self.spare_scratch.borrow_mut().pop().unwrap_or_default()
+    }
+
+    pub fn put_scratch(&self, mut v: Vec<u8>) {
+        let mut spare = self.spare_scratch.borrow_mut();
+        if spare.len() < SPARE_BUFS * 4 {
+            v.clear();
             spare.push(v);
         }
     }
@@ -162,23 +177,16 @@ impl Worker {
         self.open.set(self.open.get().saturating_sub(1));
     }
 
-    /// For a read that waits for the next request on an idle connection:
-    /// it is cancelled within a second after `idle`, or at a graceful stop.
-    pub fn idle_cancel_handle(&self, idle: Duration) -> CancelHandle {
+    /// Completes within a second after `idle` from now, or at a graceful
+    /// stop: the deadline of a connection waiting for its next request.
+    pub fn idle_expiry(&self, idle: Duration) -> IdleExpiry {
         let due = (now_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
-        self.idle_reads.borrow_mut().entry(due).or_default().handle()
+        self.idle_wheel.expiry(due)
     }
 
-    /// Cancels the idle reads that are due (all of them when `all`).
+    /// Ends the idle waits that are due (all of them when `all`).
     fn expire_idle(&self, all: bool) {
-        let now = now_ms() / 1000;
-        let mut wheel = self.idle_reads.borrow_mut();
-        while let Some(entry) = wheel.first_entry() {
-            if !all && *entry.key() > now {
-                break;
-            }
-            entry.remove().cancel();
-        }
+        self.idle_wheel.fire(if all { None } else { Some(now_ms() / 1000) });
     }
 
     pub fn request_started(&self) {
