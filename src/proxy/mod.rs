@@ -5,6 +5,7 @@
 
 mod body;
 pub mod buf;
+mod client;
 mod error;
 mod local;
 mod retry;
@@ -16,14 +17,13 @@ pub use local::reason;
 
 use crate::access_log;
 use crate::config::{RouteAction, MAX_HEADERS_CEILING};
-use crate::http::head::{leading_empty_lines, HeadError, HeadScanner};
+use crate::http::head::HeadScanner;
 use crate::http::path::normalize_path;
 use crate::http::request::{self, Method, RequestError};
 use crate::http::BodyKind;
 use crate::runtime::{Snapshot, Worker};
 use crate::upstream::{hash_bytes, Balance, HashKey};
 use buf::{write_out, ConnBuf};
-use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::mem::MaybeUninit;
@@ -207,34 +207,6 @@ impl Session {
         self.worker.connection_closed();
     }
 
-    /// Hands the full-size buffers back to the worker while the connection
-    /// waits for its next request.
-    fn shrink_for_idle(&mut self) {
-        if let Some(v) = self.cbuf.release() {
-            self.worker.put_buf(v);
-        }
-        if let Some(v) = self.ubuf.release() {
-            self.worker.put_buf(v);
-        }
-        for scratch in [&mut self.out, &mut self.replay, &mut self.uhead, &mut self.path, &mut self.log_req] {
-            if scratch.capacity() > KEEP_SCRATCH_BYTES {
-                self.worker.put_buf(std::mem::take(scratch));
-            } else if scratch.capacity() > 0 {
-                self.worker.put_scratch(std::mem::take(scratch));
-            }
-        }
-    }
-
-    /// Borrows small scratch buffers from the worker for the request that
-    /// just arrived (idle connections hold none).
-    fn equip(&mut self) {
-        for scratch in [&mut self.out, &mut self.uhead, &mut self.path] {
-            if scratch.capacity() == 0 {
-                *scratch = self.worker.take_scratch();
-            }
-        }
-    }
-
     /// Answers a failed request with its status, if nothing was sent yet.
     async fn answer_error(&mut self, e: ProxyError) {
         log::debug!("{} side failed for {}: {e:?}", side_name(e.side()), self.peer);
@@ -279,72 +251,6 @@ impl Session {
             });
         }
         self.worker.request_finished();
-    }
-
-    /// Half-closes, then reads briefly so unread request bytes do not turn
-    /// the close into a reset that could destroy the last response.
-    async fn close(&mut self) {
-        let _ = self.client.shutdown().await;
-        if !self.cbuf.is_empty() {
-            self.cbuf.clear();
-            Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
-        }
-    }
-
-    /// Reads until a complete head is buffered. `Ok(None)`: the client
-    /// closed or idled out between requests, which needs no answer.
-    async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
-        self.scanner.reset();
-        let mut deadline: Option<Instant> = None;
-        loop {
-            let skip = leading_empty_lines(self.cbuf.data());
-            if skip > 0 {
-                // The scanner's resume point is relative to the buffer start.
-                self.cbuf.consume(skip);
-                self.scanner.reset();
-            }
-            if !self.cbuf.is_empty() {
-                let header_timeout = self.config.timeouts.client_header;
-                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                match self.scanner.scan(self.cbuf.data(), self.config.limits.max_header_bytes) {
-                    Ok(Some(n)) => return Ok(Some(n)),
-                    Ok(None) => {}
-                    Err(HeadError::BareLf) => return Err(ProxyError::Request(RequestError::BadRequest("bare LF"))),
-                    Err(HeadError::TooLarge) => return Err(ProxyError::Request(RequestError::HeadTooLarge)),
-                }
-            }
-            let read = match deadline {
-                None => {
-                    // Poll, then read: an idle connection holds no buffer
-                    // and no timer while it waits, only a slot in the
-                    // worker's idle wheel (which also ends the wait at a
-                    // graceful stop). One extra poll per keep-alive request
-                    // is the price; see docs/benchmarking.md.
-                    self.shrink_for_idle();
-                    let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
-                    let readable = monoio::select! {
-                        r = self.client.readable(false) => r.is_ok(),
-                        _ = expiry => false,
-                    };
-                    if !readable {
-                        return Ok(None);
-                    }
-                    if !self.cbuf.has_storage() {
-                        let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
-                    }
-                    self.cbuf.fill(&mut self.client).await
-                }
-                // Heads that span reads are rare: their timer lives on the heap.
-                Some(d) => Box::pin(read_until(&mut self.cbuf, &mut self.client, d)).await,
-            };
-            match read {
-                // First: a timed-out read took the buffer with it.
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::ClientHeaderTimeout),
-                Ok(0) | Err(_) if self.cbuf.is_empty() => return Ok(None),
-                Ok(0) | Err(_) => return Err(ProxyError::ClientGone),
-                Ok(_) => {}
-            }
-        }
     }
 
     /// Validates and routes the buffered head; for a proxied request also
@@ -463,26 +369,6 @@ impl Session {
     }
 }
 
-/// One read that must end by `deadline` (`TimedOut` if it does not).
-async fn read_until(buf: &mut ConnBuf, client: &mut TcpStream, deadline: Instant) -> std::io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match timeout(left, buf.fill(client)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Reads and drops what the client still sends, for up to `LINGER`.
-async fn linger(buf: &mut ConnBuf, client: &mut TcpStream) {
-    let until = Instant::now() + LINGER;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match timeout(left, buf.fill(client)).await {
-            Ok(Ok(n)) if n > 0 => buf.clear(),
-            _ => break,
-        }
-    }
-}
-
 /// Keeps what the access log needs from a head about to be consumed:
 /// method, target, Referer, User-Agent, with `marks` their end offsets.
 fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [usize; 4]) {
@@ -541,28 +427,11 @@ mod size_tests {
         std::mem::size_of::<Fut>()
     }
 
+    /// Every connection's task is as large as this future, idle or not; the
+    /// idle-memory target (2 KiB per connection in all) depends on it.
     #[test]
-    fn report_sizes() {
-        eprintln!(
-            "SIZES session={} run={} read_head={}",
-            std::mem::size_of::<super::Session>(),
-            future_size(super::Session::run),
-            future_size(|mut s: super::Session| async move { s.read_head().await.ok() })
-        );
-        eprintln!(
-            "SIZES fill_cancelable={}",
-            future_size(
-                |(mut b, mut c, h): (super::buf::ConnBuf, monoio::net::TcpStream, monoio::io::CancelHandle)| async move {
-                    b.fill_cancelable(&mut c, h).await.ok()
-                }
-            )
-        );
-        eprintln!(
-            "SIZES fill={} readable={}",
-            future_size(|(mut b, mut c): (super::buf::ConnBuf, monoio::net::TcpStream)| async move {
-                b.fill(&mut c).await.ok()
-            }),
-            future_size(|c: monoio::net::TcpStream| async move { c.readable(false).await.ok() })
-        );
+    fn a_connection_task_stays_small() {
+        let run = future_size(super::Session::run);
+        assert!(run <= 1536, "Session::run future grew to {run} bytes; box the new large path");
     }
 }

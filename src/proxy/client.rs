@@ -1,0 +1,129 @@
+//! The client side of a session between requests: waiting for and reading
+//! the next request head, lending buffers back to the worker while idle,
+//! and closing without losing the last response.
+
+use super::buf::ConnBuf;
+use super::error::ProxyError;
+use super::{Session, KEEP_SCRATCH_BYTES, LINGER};
+use crate::http::head::{leading_empty_lines, HeadError};
+use crate::http::request::RequestError;
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+use monoio::time::timeout;
+use std::time::Instant;
+
+impl Session {
+    /// Hands the full-size buffers back to the worker while the connection
+    /// waits for its next request.
+    pub(super) fn shrink_for_idle(&mut self) {
+        if let Some(v) = self.cbuf.release() {
+            self.worker.put_buf(v);
+        }
+        if let Some(v) = self.ubuf.release() {
+            self.worker.put_buf(v);
+        }
+        for scratch in [&mut self.out, &mut self.replay, &mut self.uhead, &mut self.path, &mut self.log_req] {
+            if scratch.capacity() > KEEP_SCRATCH_BYTES {
+                self.worker.put_buf(std::mem::take(scratch));
+            } else if scratch.capacity() > 0 {
+                self.worker.put_scratch(std::mem::take(scratch));
+            }
+        }
+    }
+
+    /// Borrows small scratch buffers from the worker for the request that
+    /// just arrived (idle connections hold none).
+    pub(super) fn equip(&mut self) {
+        for scratch in [&mut self.out, &mut self.uhead, &mut self.path] {
+            if scratch.capacity() == 0 {
+                *scratch = self.worker.take_scratch();
+            }
+        }
+    }
+
+    /// Half-closes, then reads briefly so unread request bytes do not turn
+    /// the close into a reset that could destroy the last response.
+    pub(super) async fn close(&mut self) {
+        let _ = self.client.shutdown().await;
+        if !self.cbuf.is_empty() {
+            self.cbuf.clear();
+            Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
+        }
+    }
+
+    /// Reads until a complete head is buffered. `Ok(None)`: the client
+    /// closed or idled out between requests, which needs no answer.
+    pub(super) async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
+        self.scanner.reset();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let skip = leading_empty_lines(self.cbuf.data());
+            if skip > 0 {
+                // The scanner's resume point is relative to the buffer start.
+                self.cbuf.consume(skip);
+                self.scanner.reset();
+            }
+            if !self.cbuf.is_empty() {
+                let header_timeout = self.config.timeouts.client_header;
+                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                match self.scanner.scan(self.cbuf.data(), self.config.limits.max_header_bytes) {
+                    Ok(Some(n)) => return Ok(Some(n)),
+                    Ok(None) => {}
+                    Err(HeadError::BareLf) => return Err(ProxyError::Request(RequestError::BadRequest("bare LF"))),
+                    Err(HeadError::TooLarge) => return Err(ProxyError::Request(RequestError::HeadTooLarge)),
+                }
+            }
+            let read = match deadline {
+                None => {
+                    // Poll, then read: an idle connection holds no buffer
+                    // and no timer while it waits, only a slot in the
+                    // worker's idle wheel (which also ends the wait at a
+                    // graceful stop). One extra poll per keep-alive request
+                    // is the price; see docs/benchmarking.md.
+                    self.shrink_for_idle();
+                    let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
+                    let readable = monoio::select! {
+                        r = self.client.readable(false) => r.is_ok(),
+                        _ = expiry => false,
+                    };
+                    if !readable {
+                        return Ok(None);
+                    }
+                    if !self.cbuf.has_storage() {
+                        let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
+                    }
+                    self.cbuf.fill(&mut self.client).await
+                }
+                // Heads that span reads are rare: their timer lives on the heap.
+                Some(d) => Box::pin(read_until(&mut self.cbuf, &mut self.client, d)).await,
+            };
+            match read {
+                // First: a timed-out read took the buffer with it.
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::ClientHeaderTimeout),
+                Ok(0) | Err(_) if self.cbuf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) => return Err(ProxyError::ClientGone),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// One read that must end by `deadline` (`TimedOut` if it does not).
+async fn read_until(buf: &mut ConnBuf, client: &mut TcpStream, deadline: Instant) -> std::io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match timeout(left, buf.fill(client)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Reads and drops what the client still sends, for up to `LINGER`.
+async fn linger(buf: &mut ConnBuf, client: &mut TcpStream) {
+    let until = Instant::now() + LINGER;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match timeout(left, buf.fill(client)).await {
+            Ok(Ok(n)) if n > 0 => buf.clear(),
+            _ => break,
+        }
+    }
+}
