@@ -74,17 +74,6 @@ fn show(b: &[u8]) -> String {
 
 type Scan = (usize, Result<Option<usize>, HeadError>);
 
-/// Finding 1 (docs/fuzzing.md): `Session::read_head` (src/proxy/mod.rs) and
-/// the demo backend consume leading empty lines *after* the scanner has
-/// scanned part of the buffer, without `scanner.reset()`, so the scanner's
-/// resume offset is stale by the consumed count and a bare LF at the start
-/// of the remaining buffer is never looked at. The regression suite models
-/// the loop as it is (the finding's inputs fail until it is fixed); the fuzz
-/// build models the fixed loop so fuzzing can get past it. Once the proxy
-/// resets the scanner after a skip, make this `true` unconditionally.
-#[allow(unexpected_cfgs)]
-const RESET_SCANNER_AFTER_SKIP: bool = true;
-
 /// Reads a head the way the proxy does (`Session::read_head`, and the demo
 /// backend): the buffer grows by `next()` bytes per read; before each scan
 /// leading empty lines are consumed (`skip_empty`, requests only), then the
@@ -97,7 +86,11 @@ fn read_head(msg: &[u8], max: usize, skip_empty: bool, mut next: impl FnMut() ->
         if skip_empty {
             let skip = leading_empty_lines(&msg[start..end]);
             start += skip;
-            if skip > 0 && RESET_SCANNER_AFTER_SKIP {
+            // The scanner's resume point is relative to the buffer start, so
+            // consuming bytes in front of it must reset it (finding 1 in
+            // docs/fuzzing.md: without the reset a bare LF right after the
+            // skipped lines went unseen when the CRLF was split across reads).
+            if skip > 0 {
                 scanner.reset();
             }
         }
@@ -255,7 +248,14 @@ pub fn check_response_head(data: &[u8]) {
     assert_eq!(down.code, Some(resp.status), "status changed: {}", show(&out));
     let fields = &*down.headers;
     let (cl, te) = (count(fields, "content-length"), count(fields, "transfer-encoding"));
-    assert!(cl <= 1 && te <= 1 && cl + te <= 1, "more than one framing field: {}\nfrom upstream head {}", show(&out), show(head));
+    // Finding 2 (docs/fuzzing.md): bodyless answers used to repeat every
+    // upstream Content-Length line.
+    assert!(
+        cl <= 1 && te <= 1 && cl + te <= 1,
+        "more than one framing field: {}\nfrom upstream head {}",
+        show(&out),
+        show(head)
+    );
     let framing_ok = match framing {
         ClientFraming::Length(n) => cl == 1 && value(fields, "content-length") == Some(n.to_string().as_bytes()),
         ClientFraming::Chunked => te == 1 && !http10,
@@ -378,8 +378,10 @@ pub fn check_path(data: &[u8]) {
         if b == b'%' {
             let hi = out.get(i + 1).copied().and_then(hex_upper);
             let lo = out.get(i + 2).copied().and_then(hex_upper);
-            let (Some(hi), Some(lo)) = (hi, lo) else { panic!("escape not two uppercase hex digits at {i}: {}", ctx()) };
-            let c = hi << 4 | lo;
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                panic!("escape not two uppercase hex digits at {i}: {}", ctx())
+            };
+            let c = (hi << 4) | lo;
             let unreserved = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
             assert!(!unreserved && !matches!(c, 0 | b'/' | b'\\'), "escape %{c:02X} kept at {i}: {}", ctx());
             i += 3;
