@@ -131,7 +131,7 @@ fn head_scan(c: &mut Criterion) {
 fn request_parse(c: &mut Criterion) {
     let config = seed_config();
     let limits = config.limits;
-    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)).to_string();
     let mut g = c.benchmark_group("request");
     for (name, head) in [("curl", CURL_HEAD), ("browser", BROWSER_HEAD)] {
         g.throughput(Throughput::Bytes(head.len() as u64));
@@ -144,7 +144,7 @@ fn request_parse(c: &mut Criterion) {
             let mut out = Vec::with_capacity(1024);
             b.iter(|| {
                 let req = request::parse(black_box(head), &mut slots, &limits).expect("valid head");
-                request::write_upstream_head(&req, req.path, client, &mut out);
+                request::write_upstream_head(&req, req.path, client.as_bytes(), &mut out);
                 out.len()
             })
         });

@@ -176,7 +176,7 @@ pub fn check_request_head(data: &[u8]) {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(ctrl)))
     };
     let mut out = Vec::new();
-    request::write_upstream_head(&req, &path, client, &mut out);
+    request::write_upstream_head(&req, &path, client.to_string().as_bytes(), &mut out);
     assert_crlf_only(&out);
 
     let mut headers = [httparse::EMPTY_HEADER; 512];
@@ -218,7 +218,7 @@ pub fn check_response_head(data: &[u8]) {
     let Ok(Some(head_len)) = verdict else { return };
     let head = &msg[start..start + head_len];
 
-    let mut slots = [httparse::EMPTY_HEADER; 256];
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; 256];
     let Ok(resp) = response::parse(head, &mut slots, head_request) else { return };
     assert_eq!(resp.head_len, head.len(), "httparse and the scanner disagree on the head end: {}", show(head));
     // As in the proxy's `take_response_head`: a 101 to a request that did

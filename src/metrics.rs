@@ -46,13 +46,44 @@ const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 /// (upstream name address, server id, outcome).
 type UpstreamKey = (usize, usize, Outcome);
 
+/// A hasher for small integer keys (addresses, ids, status codes): the keys
+/// are not attacker-chosen, so SipHash's cost buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// One worker's counters. The keys use the address of the shared label
 /// objects, so counting a request hashes two integers and allocates nothing.
 pub struct WorkerMetrics {
-    requests: HashMap<(usize, u16), (Arc<RouteLabels>, u64)>,
+    requests: IdMap<(usize, u16), (Arc<RouteLabels>, u64)>,
     latency: Histogram<u64>,
-    upstream: HashMap<UpstreamKey, (Arc<str>, std::net::SocketAddr, u64)>,
-    connects: HashMap<usize, (std::net::SocketAddr, u64)>,
+    upstream: IdMap<UpstreamKey, (Arc<str>, std::net::SocketAddr, u64)>,
+    connects: IdMap<usize, (std::net::SocketAddr, u64)>,
     connections: HashMap<Arc<str>, i64>,
     retries: u64,
 }
@@ -60,11 +91,11 @@ pub struct WorkerMetrics {
 impl Default for WorkerMetrics {
     fn default() -> Self {
         WorkerMetrics {
-            requests: HashMap::new(),
+            requests: IdMap::default(),
             // Static bounds that are valid for hdrhistogram: cannot fail.
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
-            upstream: HashMap::new(),
-            connects: HashMap::new(),
+            upstream: IdMap::default(),
+            connects: IdMap::default(),
             connections: HashMap::new(),
             retries: 0,
         }

@@ -16,6 +16,22 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
+/// Appends `n` in decimal. `write!` goes through `core::fmt`, which showed
+/// up as a tenth of the proxy's user-space instructions per request.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Strips optional whitespace (SP / HTAB) at both ends.
 pub fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
@@ -104,6 +120,15 @@ mod tests {
         assert_eq!(parse_content_length(b"18446744073709551615"), Some(u64::MAX));
         for bad in [&b"+5"[..], b"-1", b"0x5", b"5x", b"", b"  ", b"5 5", b"5,5", b"18446744073709551616", b"1e3"] {
             assert_eq!(parse_content_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 200, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
         }
     }
 

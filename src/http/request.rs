@@ -2,13 +2,11 @@
 //! head written to the upstream. Header names and values stay slices of the
 //! client's read buffer; the only copy is the re-serialized output head.
 
-use super::headers::{list_items, parse_content_length, trim_ows, ConnectionOptions};
+use super::headers::{list_items, parse_content_length, push_decimal, trim_ows, ConnectionOptions};
 use super::path::is_pchar_raw;
 use super::BodyKind;
 use crate::config::Limits;
-use std::io::Write;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 
 /// Why a request was refused; each maps to one status, and the client
 /// connection is closed after the answer.
@@ -287,7 +285,8 @@ fn valid_host(h: &[u8]) -> bool {
 /// Writes the head the upstream receives: canonical start line with the
 /// routed `path`, the client's end-to-end fields in order, forwarding
 /// fields, and exactly one framing field.
-pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: IpAddr, out: &mut Vec<u8>) {
+/// `client` is the client's address as text (formatted once per connection).
+pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(req.method_token.as_bytes());
     out.push(b' ');
@@ -324,14 +323,17 @@ pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: IpAddr, o
     if forwarded_for {
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client}\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(client);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(protocol) = req.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
         push_field(out, b"Upgrade", protocol);
     }
     match req.body {
         BodyKind::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyKind::None | BodyKind::UntilClose => {}

@@ -2,10 +2,10 @@
 //! upstream connection is discarded) and the head written to the client,
 //! re-framed for the client's HTTP version.
 
-use super::headers::{list_items, parse_content_length, ConnectionOptions};
+use super::headers::{list_items, parse_content_length, push_decimal, ConnectionOptions};
 use super::request::push_field;
 use super::BodyKind;
-use std::io::Write;
+use std::mem::MaybeUninit;
 
 /// Why an upstream response was refused (always 502 to the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +38,11 @@ impl Response<'_, '_> {
 /// request was HEAD, so no body follows whatever the fields say).
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
-    slots: &'h mut [httparse::Header<'b>],
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
     head_request: bool,
 ) -> Result<Response<'b, 'h>, BadResponse> {
-    let mut resp = httparse::Response::new(slots);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(BadResponse("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many header fields")),
@@ -111,6 +111,12 @@ pub enum ClientFraming {
     Switch,
 }
 
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Chooses the client-side framing for an upstream body.
 pub fn client_framing(body: BodyKind, client_http10: bool) -> ClientFraming {
     match body {
@@ -133,7 +139,11 @@ pub fn write_client_head(
 ) {
     out.clear();
     let reason = if resp.reason.is_empty() { "-" } else { resp.reason };
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for h in resp.headers {
         let name = h.name.as_bytes();
         if resp.connection.drops(name) {
@@ -148,12 +158,10 @@ pub fn write_client_head(
         _ => None,
     };
     match framing {
-        ClientFraming::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
-        }
+        ClientFraming::Length(n) => push_length(out, n),
         ClientFraming::None => {
             if let Some(n) = described {
-                let _ = write!(out, "Content-Length: {n}\r\n");
+                push_length(out, n);
             }
         }
         ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),

@@ -84,6 +84,8 @@ pub struct Session {
     listener: Arc<str>,
     client: TcpStream,
     peer: SocketAddr,
+    /// The client's IP as text, for X-Forwarded-For (formatted once).
+    peer_text: IpText,
     cbuf: ConnBuf,
     ubuf: ConnBuf,
     /// Head for the upstream, kept until the exchange ends so a safe retry
@@ -126,6 +128,7 @@ impl Session {
             config,
             listener,
             client,
+            peer_text: IpText::new(peer.ip()),
             peer,
             cbuf: ConnBuf::unallocated(max_head.max(rb)),
             ubuf: ConnBuf::unallocated(max_head.max(rb)),
@@ -298,7 +301,7 @@ impl Session {
                     (false, true) => b"/",
                     (false, false) => &self.path,
                 };
-                request::write_upstream_head(&req, path, self.peer.ip(), &mut self.uhead);
+                request::write_upstream_head(&req, path, self.peer_text.as_bytes(), &mut self.uhead);
                 let up = &config.upstreams[*upstream];
                 key_hash = match &up.policy.balance {
                     Balance::Hash(key) => balance_key(key, &req, self.peer),
@@ -366,6 +369,28 @@ impl Session {
             left -= k as u64;
         }
         Ok(())
+    }
+}
+
+/// An IP address as text, stored inline (the longest IPv6 text is 45 bytes).
+struct IpText {
+    bytes: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    fn new(ip: std::net::IpAddr) -> Self {
+        use std::io::Write;
+        let mut bytes = [0u8; 45];
+        let mut cursor = &mut bytes[..];
+        // Cannot fail: every IP address fits in 45 bytes.
+        let _ = write!(cursor, "{ip}");
+        let len = 45 - cursor.len();
+        IpText { bytes, len: len as u8 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 

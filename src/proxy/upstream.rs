@@ -186,7 +186,7 @@ impl Session {
     /// HTTP/1.0 client) before the final head. Kept synchronous so the
     /// header array never lives in the connection's future across an await.
     fn take_response_head(&mut self, head_len: usize, x: Exchange) -> Result<Option<ResponseHead>, ProxyError> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
         let resp = response::parse(&self.ubuf.data()[..head_len], &mut slots, x.method == Method::Head)
             .map_err(|e| ProxyError::BadResponse(e.0))?;
         let head = if resp.status == 101 {

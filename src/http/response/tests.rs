@@ -1,12 +1,13 @@
 use super::*;
+use std::mem::MaybeUninit;
 
 fn parsed(raw: &str, head: bool) -> Result<(u16, BodyKind, bool), BadResponse> {
-    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut slots = [const { MaybeUninit::uninit() }; 32];
     parse(raw.as_bytes(), &mut slots, head).map(|r| (r.status, r.body, r.upstream_close))
 }
 
 fn client_head(raw: &str, http10: bool, keep_alive: bool) -> String {
-    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut slots = [const { MaybeUninit::uninit() }; 32];
     let r = parse(raw.as_bytes(), &mut slots, false).expect("valid");
     let mut out = Vec::new();
     write_client_head(&r, client_framing(r.body, http10), http10, keep_alive, &mut out);
@@ -70,7 +71,7 @@ fn client_head_drops_hop_by_hop_and_reframes() {
 
 #[test]
 fn head_and_304_keep_their_length_field() {
-    let mut slots = [httparse::EMPTY_HEADER; 8];
+    let mut slots = [const { MaybeUninit::uninit() }; 8];
     let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", &mut slots, true).expect("valid");
     let mut out = Vec::new();
     write_client_head(&r, ClientFraming::None, false, true, &mut out);
