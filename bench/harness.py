@@ -1,0 +1,1280 @@
+#!/usr/bin/env python3
+"""ringway vs nginx vs HAProxy benchmark harness (issue 6). Python stdlib only.
+
+Normally started through bench/run.sh, which installs the tools and builds
+the binaries first. Modes:
+
+    bench/harness.py            full run: scenarios (a)-(e), 1 and 2 workers
+    bench/harness.py --quick    under a minute: (a) 1 worker, (c) small, (e) 2000 conns
+    bench/harness.py --tuning   ringway's [runtime] knobs one at a time (scenario a)
+
+Every process it starts is in its own session and is killed on exit
+(atexit + SIGINT/SIGTERM/SIGHUP handlers); every wait has a deadline.
+"""
+import argparse
+import atexit
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+RINGWAY = os.path.join(ROOT, "target", "release", "ringway")
+BIGBODY = os.path.join(ROOT, "target", "bench-bigbody", "release", "bigbody")
+WRK_LUA = os.path.join(BENCH, "wrk-report.lua")
+IDLE_PY = os.path.join(BENCH, "idle_memory.py")
+PROXIES = ["ringway", "nginx", "haproxy"]
+HZ = os.sysconf("SC_CLK_TCK")
+NOFILE = 20000  # set in main() from RLIMIT_NOFILE (children inherit it)
+NCPU = os.cpu_count() or 1
+
+# ---------------------------------------------------------------- processes
+
+_children = []  # Popen objects, each the leader of its own session
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def spawn(cmd, cpus=None, out=None, env=None):
+    """Starts cmd in a new session (so its whole group can be killed)."""
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus] + cmd
+    f = open(out, "ab") if out else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    _children.append(p)
+    return p
+
+
+def stop(p, grace=3.0):
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log(f"warning: pid {p.pid} did not exit")
+    else:
+        # the leader is gone; make sure nothing of its group is left
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if p in _children:
+        _children.remove(p)
+
+
+_workdirs = []
+
+
+def cleanup():
+    for p in list(reversed(_children)):
+        stop(p, grace=2.0)
+    while _workdirs:
+        shutil.rmtree(_workdirs.pop(), ignore_errors=True)
+
+
+def _on_signal(signum, _frame):
+    log(f"\nsignal {signum}: stopping everything")
+    sys.exit(128 + signum)
+
+
+atexit.register(cleanup)
+for _s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_s, _on_signal)
+
+
+def run(cmd, timeout, cpus=None, check=False):
+    """Runs cmd to completion with a deadline; returns CompletedProcess."""
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus] + cmd
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         start_new_session=True, text=True)
+    _children.append(p)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(p, grace=1.0)
+        out, err = p.communicate()
+        log(f"warning: timed out after {timeout}s: {' '.join(cmd)}")
+        return subprocess.CompletedProcess(cmd, -9, out, err)
+    finally:
+        if p in _children:
+            _children.remove(p)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err.strip()[-500:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_port(port, proc=None, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for port {port} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def http_get(port, path, timeout=5.0):
+    """Tiny blocking HTTP/1.1 GET with Connection: close; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+# ---------------------------------------------------------------- /proc probes
+
+def children_of(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ticks(pids):
+    t = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            t += int(rest[11]) + int(rest[12])  # utime, stime (fields 14, 15)
+        except OSError:
+            pass
+    return t
+
+
+def status_kib(pids, key):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def reset_hwm(pids):
+    """Resets VmHWM (peak RSS) to the current RSS: `echo 5 > clear_refs`."""
+    ok = True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+class RssSampler:
+    """Samples summed VmRSS every 50 ms (backup for VmHWM)."""
+
+    def __init__(self, pids_fn):
+        self.pids_fn, self.peak, self._stop = pids_fn, 0, threading.Event()
+        self.t = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, status_kib(self.pids_fn(), "VmRSS"))
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self.t.join(timeout=2)
+
+
+class ConnectCounter:
+    """Counts new TCP connections to the backend ports, whoever makes them.
+
+    `perf stat -a` on the tracepoint sock:inet_sock_set_state, filtered on
+    newstate == TCP_SYN_SENT and the backend port range: every connect() to a
+    backend, by any proxy, io_uring or not, counted in the kernel. Same method
+    for all three proxies."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi, self.p, self.ok = lo, hi, None, shutil.which("perf") is not None
+        self.out = None
+        if self.ok:
+            r = run(self._cmd() + ["--", "true"], timeout=20)
+            self.ok = r.returncode == 0 and self._parse(r.stderr) is not None
+            if not self.ok:
+                log(f"note: perf tracepoint counting unavailable ({r.stderr.strip()[-200:]}); "
+                    "upstream connects measured for ringway only (its /metrics)")
+
+    def _cmd(self):
+        return ["perf", "stat", "-a", "-x,", "-e", "sock:inet_sock_set_state", "--filter",
+                f"newstate == 2 && dport >= {self.lo} && dport <= {self.hi}"]
+
+    @staticmethod
+    def _parse(text):
+        for line in text.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2] == "sock:inet_sock_set_state":
+                try:
+                    return int(parts[0])
+                except ValueError:
+                    return None
+        return None
+
+    def start(self):
+        if not self.ok:
+            return
+        self.out = tempfile.NamedTemporaryFile(prefix="perf-", suffix=".txt", delete=False)
+        self.p = subprocess.Popen(self._cmd(), stdout=subprocess.DEVNULL, stderr=self.out,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        _children.append(self.p)
+        time.sleep(0.3)  # let perf arm the tracepoint
+
+    def stop(self):
+        if not self.ok or self.p is None:
+            return None
+        self.p.send_signal(signal.SIGINT)
+        try:
+            self.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            stop(self.p)
+        if self.p in _children:
+            _children.remove(self.p)
+        self.p = None
+        self.out.close()
+        with open(self.out.name) as f:
+            n = self._parse(f.read())
+        os.unlink(self.out.name)
+        return n
+
+
+# ---------------------------------------------------------------- proxies
+
+class Proxy:
+    name = "?"
+
+    def __init__(self, work, port, workers, pin, backends, big):
+        self.work, self.port, self.workers, self.pin = work, port, workers, pin
+        self.backends, self.big = backends, big
+        self.proc = None
+
+    def cpus(self):
+        return "0" if self.pin else None
+
+    def pids(self):
+        if self.proc is None:
+            return []
+        return [self.proc.pid] + children_of(self.proc.pid)
+
+    def metrics(self):
+        return None
+
+    def stop(self):
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
+class Ringway(Proxy):
+    name = "ringway"
+
+    def __init__(self, *a, admin=None, runtime=None, keepalive=32, label="ringway", **k):
+        super().__init__(*a, **k)
+        self.admin, self.runtime, self.keepalive, self.label = admin, dict(runtime or {}), keepalive, label
+
+    def config(self):
+        rt = {"threads": self.workers, "pin_cpus": False, "log_level": "warn"}
+        rt.update(self.runtime)
+
+        def val(v):
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, str):
+                return f'"{v}"'
+            return str(v)
+        servers = ", ".join(f'"127.0.0.1:{p}"' for p in self.backends)
+        lines = ["[runtime]"] + [f"{k} = {val(v)}" for k, v in rt.items()]
+        lines += ["", "[timeouts]", 'client_idle = "120s"', "",
+                  "[upstreams.allbackend]", f"servers = [{servers}]", f"keepalive = {self.keepalive}", "",
+                  "[upstreams.app1backend]", f'servers = ["127.0.0.1:{self.backends[0]}", "127.0.0.1:{self.backends[1]}"]',
+                  f"keepalive = {self.keepalive}", "",
+                  "[upstreams.app2backend]", f'servers = ["127.0.0.1:{self.backends[2]}", "127.0.0.1:{self.backends[3]}"]',
+                  f"keepalive = {self.keepalive}", "",
+                  "[upstreams.big]", f'servers = ["127.0.0.1:{self.big}"]', f"keepalive = {self.keepalive}", ""]
+        if self.admin:
+            lines += ["[admin]", f'bind = "127.0.0.1:{self.admin}"', ""]
+        lines += ["[[listeners]]", 'name = "public"', f'bind = "127.0.0.1:{self.port}"', "routes = [",
+                  '  { prefix = "/", upstream = "allbackend" },',
+                  '  { prefix = "/app1", upstream = "app1backend" },',
+                  '  { prefix = "/app2", upstream = "app2backend" },',
+                  '  { prefix = "/admin", status = 403 },',
+                  '  { prefix = "/bytes", upstream = "big" },',
+                  '  { prefix = "/sink", upstream = "big" },', "]", ""]
+        return "\n".join(lines)
+
+    def start(self):
+        path = os.path.join(self.work, f"{self.label}-{self.port}.toml")
+        with open(path, "w") as f:
+            f.write(self.config())
+        r = run([RINGWAY, "check", "--config", path], timeout=20)
+        if r.returncode != 0:
+            raise RuntimeError(f"ringway check failed: {r.stdout}{r.stderr}")
+        self.proc = spawn([RINGWAY, "--config", path], cpus=self.cpus(),
+                          out=os.path.join(self.work, f"{self.label}-{self.port}.log"))
+        wait_port(self.port, self.proc)
+        if self.admin:
+            wait_port(self.admin, self.proc)
+
+    def metrics(self):
+        """(upstream connects, upstream requests) from the admin /metrics."""
+        if not self.admin:
+            return None
+        try:
+            _, body = http_get(self.admin, "/metrics")
+        except OSError:
+            return None
+        conn = req = 0
+        for line in body.decode(errors="replace").splitlines():
+            if line.startswith("ringway_upstream_connects_total"):
+                conn += int(float(line.rsplit(" ", 1)[1]))
+            elif line.startswith("ringway_upstream_requests_total"):
+                req += int(float(line.rsplit(" ", 1)[1]))
+        return conn, req
+
+
+class Nginx(Proxy):
+    name = "nginx"
+
+    def config(self, idle_conns):
+        # nginx's `keepalive N` is per worker per upstream block, ringway's per
+        # worker per server: 32 per server means 32 x servers here.
+        ups = lambda ports: " ".join(f"server 127.0.0.1:{p};" for p in ports) + (
+            f" keepalive {32 * len(ports)}; keepalive_requests 1000000; keepalive_timeout 60s;")
+        return f"""# generated by bench/harness.py
+worker_processes {self.workers};
+worker_rlimit_nofile {NOFILE};
+daemon off;
+master_process on;
+pid {self.work}/nginx-{self.port}.pid;
+error_log {self.work}/nginx-{self.port}.err warn;
+events {{ worker_connections {max(idle_conns + 1000, 4096)}; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream allbackend {{ {ups(self.backends)} }}
+  upstream app1backend {{ {ups(self.backends[:2])} }}
+  upstream app2backend {{ {ups(self.backends[2:])} }}
+  upstream big {{ {ups([self.big])} }}
+  server {{
+    listen 127.0.0.1:{self.port} reuseport backlog=4096;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location / {{ proxy_pass http://allbackend; }}
+    location /app1 {{ proxy_pass http://app1backend; }}
+    location /app2 {{ proxy_pass http://app2backend; }}
+    location /admin {{ return 403; }}
+    # streaming routes: no buffering to disk, no request buffering, no body limit
+    location /bytes/ {{ proxy_pass http://big; proxy_buffering off; }}
+    location = /sink {{ proxy_pass http://big; proxy_buffering off; proxy_request_buffering off; client_max_body_size 0; }}
+  }}
+}}
+"""
+
+    def start(self, idle_conns=10000):
+        path = os.path.join(self.work, f"nginx-{self.port}.conf")
+        with open(path, "w") as f:
+            f.write(self.config(idle_conns))
+        r = run(["nginx", "-t", "-q", "-c", path, "-p", self.work], timeout=20)
+        if r.returncode != 0:
+            raise RuntimeError(f"nginx -t failed: {r.stderr}")
+        self.proc = spawn(["nginx", "-c", path, "-p", self.work], cpus=self.cpus(),
+                          out=os.path.join(self.work, f"nginx-{self.port}.log"))
+        wait_port(self.port, self.proc)
+        deadline = time.time() + 5
+        while len(children_of(self.proc.pid)) < self.workers and time.time() < deadline:
+            time.sleep(0.05)
+
+
+class Haproxy(Proxy):
+    name = "haproxy"
+
+    def config(self, idle_conns):
+        srv = lambda ports, pre: "\n".join(f"  server {pre}{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
+        return f"""# generated by bench/harness.py
+global
+  nbthread {self.workers}
+  ulimit-n {NOFILE}
+  no strict-limits
+  maxconn {max(idle_conns + 500, 4096)}
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 3s
+  timeout client 120s
+  timeout server 60s
+  timeout http-request 10s
+  timeout http-keep-alive 120s
+frontend public
+  bind 127.0.0.1:{self.port} backlog 4096
+  http-request deny deny_status 403 if {{ path -i /admin }} || {{ path_beg -i /admin/ }}
+  use_backend app1backend if {{ path /app1 }} || {{ path_beg /app1/ }}
+  use_backend app2backend if {{ path /app2 }} || {{ path_beg /app2/ }}
+  use_backend big if {{ path_beg /bytes/ }} || {{ path /sink }}
+  default_backend allbackend
+backend allbackend
+  balance roundrobin
+{srv(self.backends, "a")}
+backend app1backend
+  balance roundrobin
+{srv(self.backends[:2], "b")}
+backend app2backend
+  balance roundrobin
+{srv(self.backends[2:], "c")}
+backend big
+{srv([self.big], "d")}
+"""
+
+    def start(self, idle_conns=10000):
+        path = os.path.join(self.work, f"haproxy-{self.port}.cfg")
+        with open(path, "w") as f:
+            f.write(self.config(idle_conns))
+        r = run(["haproxy", "-c", "-q", "-f", path], timeout=20)
+        if r.returncode != 0:
+            raise RuntimeError(f"haproxy -c failed: {r.stdout}{r.stderr}")
+        self.proc = spawn(["haproxy", "-db", "-f", path], cpus=self.cpus(),
+                          out=os.path.join(self.work, f"haproxy-{self.port}.log"))
+        wait_port(self.port, self.proc)
+
+
+# ---------------------------------------------------------------- load generators
+
+def wrk(port, path, conns, dur, cpus, headers=()):
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{dur}s", "--timeout", "10s", "-s", WRK_LUA]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    r = run(cmd, timeout=dur + 60, cpus=cpus)
+    m = re.search(r"WRKJSON (\{.*\})", r.stdout)
+    if not m:
+        raise RuntimeError(f"wrk gave no result: {r.stdout[-500:]} {r.stderr[-500:]}")
+    d = json.loads(m.group(1))
+    errs = d["err_connect"] + d["err_read"] + d["err_write"] + d["err_status"] + d["err_timeout"]
+    secs = d["duration_us"] / 1e6
+    return {"requests": d["requests"], "rps": d["requests"] / secs, "p50_ms": d["p50_us"] / 1e3,
+            "p99_ms": d["p99_us"] / 1e3, "p999_ms": d["p999_us"] / 1e3, "errors": errs,
+            "MBps": d["bytes"] / secs / 1e6}
+
+
+def oha(port, path, rate, dur, cpus, conns=50):
+    cmd = ["oha", "--no-tui", "--output-format", "json", "-q", str(int(rate)), "--latency-correction",
+           "-z", f"{dur}s", "-c", str(conns), f"http://127.0.0.1:{port}{path}"]
+    r = run(cmd, timeout=dur + 60, cpus=cpus)
+    try:
+        d = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"oha gave no JSON: {r.stdout[-300:]} {r.stderr[-300:]}")
+    s, p = d["summary"], d.get("latencyPercentiles", {})
+    codes = d.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+    errs = sum(v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k) + sum(v for k, v in codes.items() if not str(k).startswith("2"))
+    get = lambda k: (p.get(k) or 0) * 1e3
+    return {"requests": ok, "rps": s.get("requestsPerSec") or 0, "p50_ms": get("p50"), "p99_ms": get("p99"),
+            "p999_ms": get("p99.9"), "errors": errs, "MBps": None}
+
+
+def curl_download(port, nbytes, cpus):
+    r = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
+             f"http://127.0.0.1:{port}/bytes/{nbytes}"], timeout=300, cpus=cpus)
+    code, size, t = r.stdout.split()
+    ok = code == "200" and int(size) == nbytes
+    return {"requests": 1 if ok else 0, "rps": None, "p50_ms": None, "p99_ms": None, "p999_ms": None,
+            "errors": 0 if ok else 1, "MBps": int(size) / float(t) / 1e6, "seconds": float(t)}
+
+
+UPLOAD_CLIENT = r"""
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port), timeout=60)
+t = time.time()
+s.sendall(f"POST /sink HTTP/1.1\r\nHost: bench\r\nContent-Length: {n}\r\n\r\n".encode())
+buf = memoryview(bytearray(1 << 20)); left = n
+while left:
+    k = min(left, len(buf)); s.sendall(buf[:k]); left -= k
+resp = b""
+while b"\r\n\r\n" not in resp:  # the head (it may come in a write of its own)
+    b = s.recv(4096)
+    if not b: break
+    resp += b
+head, _, body = resp.partition(b"\r\n\r\n")
+clen = 0
+for line in head.split(b"\r\n")[1:]:
+    k, _, v = line.partition(b":")
+    if k.strip().lower() == b"content-length":
+        clen = int(v.strip())
+while len(body) < clen:
+    b = s.recv(4096)
+    if not b: break
+    body += b
+dt = time.time() - t
+print(head.split(b" ")[1].decode(), body.strip().decode() or "-", f"{dt:.4f}")
+"""
+
+
+def py_upload(port, nbytes, cpus):
+    r = run([sys.executable, "-c", UPLOAD_CLIENT, str(port), str(nbytes)], timeout=300, cpus=cpus)
+    try:
+        code, got, t = r.stdout.split()
+        ok = code == "200" and int(got) == nbytes
+        t = float(t)
+    except ValueError:
+        ok, t = False, float("nan")
+        log(f"upload failed: {r.stdout} {r.stderr[-300:]}")
+    return {"requests": 1 if ok else 0, "rps": None, "p50_ms": None, "p99_ms": None, "p999_ms": None,
+            "errors": 0 if ok else 1, "MBps": nbytes / t / 1e6 if ok else None, "seconds": t}
+
+
+# ---------------------------------------------------------------- the bench
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.base = args.base_port
+        self.work = tempfile.mkdtemp(prefix="ringway-bench-")
+        if not args.keep:
+            _workdirs.append(self.work)
+        self.backends = [self.base + i for i in range(1, 5)]
+        self.big = self.base + 5
+        self.rows = []
+        self.notes = []
+        self.backend_procs = []
+        self.counter = ConnectCounter(self.base + 1, self.base + 5)
+        self.stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+    # -- setup
+    def check_ports(self, ports):
+        busy = [p for p in ports if not port_free(p)]
+        if busy:
+            raise SystemExit(f"ports in use: {busy}; pick another base with --base-port or BENCH_BASE_PORT")
+
+    def start_backends(self, pin):
+        cpus = "1" if pin else None
+        for p in self.backends:
+            self.backend_procs.append(spawn([RINGWAY, "backend", "--port", str(p)], cpus=cpus))
+        self.backend_procs.append(spawn([BIGBODY, "--port", str(self.big)], cpus=cpus))
+        for p, proc in zip(self.backends + [self.big], self.backend_procs):
+            wait_port(p, proc)
+
+    def stop_backends(self):
+        for p in self.backend_procs:
+            stop(p)
+        self.backend_procs = []
+
+    def make_proxies(self, workers, pin, idle_conns=10000):
+        ps = {
+            "ringway": Ringway(self.work, self.base + 10, workers, pin, self.backends, self.big, admin=self.base + 11),
+            "nginx": Nginx(self.work, self.base + 20, workers, pin, self.backends, self.big),
+            "haproxy": Haproxy(self.work, self.base + 30, workers, pin, self.backends, self.big),
+        }
+        for name in self.args.proxies:
+            p = ps[name]
+            p.start(idle_conns) if name != "ringway" else p.start()
+            # sanity: same answers everywhere
+            st, body = http_get(p.port, "/")
+            st403, _ = http_get(p.port, "/admin")
+            stb, bb = http_get(p.port, "/bytes/4096")
+            if st != 200 or b"App ID" not in body or st403 != 403 or stb != 200 or len(bb) != 4096:
+                raise RuntimeError(f"{name}: sanity check failed: / {st} {body[:60]!r}, /admin {st403}, /bytes {stb} {len(bb)}")
+        return {k: ps[k] for k in self.args.proxies}
+
+    # -- one measurement
+    def measure(self, proxy, scenario, variant, workers, rnd, load, extra=None):
+        pids = proxy.pids()
+        hwm_ok = reset_hwm(pids)
+        rss0 = status_kib(pids, "VmRSS")
+        m0 = proxy.metrics()
+        t0 = cpu_ticks(pids)
+        self.counter.start()
+        with RssSampler(proxy.pids) as samp:
+            res = load()
+        conns = self.counter.stop()
+        t1 = cpu_ticks(proxy.pids())
+        m1 = proxy.metrics()
+        pids = proxy.pids()
+        peak = status_kib(pids, "VmHWM") if hwm_ok else 0
+        peak = max(peak, samp.peak)
+        reqs = res["requests"]
+        row = {"scenario": scenario, "variant": variant, "workers": workers, "proxy": getattr(proxy, "label", proxy.name),
+               "round": rnd, "requests": reqs, "errors": res["errors"],
+               "rps": round(res["rps"], 1) if res.get("rps") else None,
+               "p50_ms": res.get("p50_ms"), "p99_ms": res.get("p99_ms"), "p999_ms": res.get("p999_ms"),
+               "cpu_us_per_req": round((t1 - t0) / HZ * 1e6 / reqs, 2) if reqs else None,
+               "cpu_s": round((t1 - t0) / HZ, 3),
+               "rss_before_kib": rss0, "peak_rss_kib": peak, "rss_growth_kib": peak - rss0,
+               "upstream_connects": conns,
+               "connects_per_req": round(conns / reqs, 5) if conns is not None and reqs else None,
+               "metrics_connects_per_req": None, "MBps": round(res["MBps"], 1) if res.get("MBps") else None}
+        if m0 and m1 and m1[1] > m0[1]:
+            row["metrics_connects_per_req"] = round((m1[0] - m0[0]) / (m1[1] - m0[1]), 5)
+        if extra:
+            row.update(extra)
+        self.rows.append(row)
+        ratio = ""
+        log(f"  {row['proxy'] if scenario != 'tuning' else '':>8} {scenario:<8} {variant:<18} w={workers} r={rnd}: "
+            f"rps={row['rps']} p50={fmt(row['p50_ms'])} p99={fmt(row['p99_ms'])} p99.9={fmt(row['p999_ms'])} ms "
+            f"cpu={row['cpu_us_per_req']}us/req rss+={row['rss_growth_kib']}KiB conn/req={row['connects_per_req']} "
+            f"MB/s={row['MBps']} err={row['errors']}{ratio}")
+        return row
+
+    def order(self, rnd):
+        ps = list(self.args.proxies)
+        k = rnd % len(ps)
+        return ps[k:] + ps[:k]
+
+    # -- scenarios
+    def phase(self, workers):
+        a = self.args
+        pin = workers == 1
+        lg = "1" if pin else None  # load generator CPU
+        self.start_backends(pin)
+        proxies = self.make_proxies(workers, pin, idle_conns=a.idle_conns)
+        try:
+            # (a) closed loop, `/`, 50 keep-alive connections
+            log(f"(a) cpu: wrk -t1 -c50 -d{a.dur_a}s /, {workers} worker(s)")
+            for rnd in range(a.rounds if "a" in a.only else 0):
+                for name in self.order(rnd):
+                    p = proxies[name]
+                    wrk(p.port, "/", 50, a.warmup, lg)
+                    self.measure(p, "a_cpu", "c50", workers, rnd, lambda: wrk(p.port, "/", 50, a.dur_a, lg))
+            # (b) open loop at 50% / 80% of nginx's max
+            if "b" not in a.only:
+                pass
+            elif a.open_loop and "nginx" in proxies and shutil.which("oha") and any(
+                    r["scenario"] == "a_cpu" and r["workers"] == workers and r["proxy"] == "nginx" for r in self.rows):
+                nmax = statistics.median(r["rps"] for r in self.rows
+                                         if r["scenario"] == "a_cpu" and r["workers"] == workers and r["proxy"] == "nginx")
+                for frac in (0.5, 0.8):
+                    rate = int(nmax * frac)
+                    log(f"(b) open loop: oha -q {rate} --latency-correction -z {a.dur_b}s -c50 ({int(frac*100)}% of nginx max {nmax:.0f})")
+                    for rnd in range(1):
+                        for name in self.order(rnd):
+                            p = proxies[name]
+                            wrk(p.port, "/", 50, a.warmup, lg)
+                            self.measure(p, "b_open", f"{int(frac*100)}%", workers, rnd,
+                                         lambda: oha(p.port, "/", rate, a.dur_b, lg), {"offered_rps": rate})
+            elif a.open_loop:
+                self.notes.append("open-loop scenario (b) skipped: oha, nginx or scenario (a) missing")
+            # (c) request mix
+            log(f"(c) request mix, {a.dur_c}s each")
+            for size, conns in (a.mix if "c" in a.only else []):
+                for name in self.order(size + conns):
+                    p = proxies[name]
+                    path = f"/bytes/{size}"
+                    wrk(p.port, path, conns, a.warmup, lg)
+                    self.measure(p, "c_mix", f"{human(size)} c{conns}", workers, 0,
+                                 lambda: wrk(p.port, path, conns, a.dur_c, lg))
+            for path, conns in (a.close if "c" in a.only else []):
+                for name in self.order(conns):
+                    p = proxies[name]
+                    label = f"close {'/' if path == '/' else human(int(path.rsplit('/', 1)[1]))} c{conns}"
+                    wrk(p.port, path, conns, a.warmup, lg, headers=["Connection: close"])
+                    self.measure(p, "c_mix", label, workers, 0,
+                                 lambda: wrk(p.port, path, conns, a.dur_c, lg, headers=["Connection: close"]))
+            # (d) streaming
+            if a.stream_bytes and "d" in a.only:
+                log(f"(d) streaming {human(a.stream_bytes)} download (curl) and upload (python client)")
+                for name in self.order(workers):
+                    p = proxies[name]
+                    self.measure(p, "d_stream", "download", workers, 0, lambda: curl_download(p.port, a.stream_bytes, lg))
+                    self.measure(p, "d_stream", "upload", workers, 0, lambda: py_upload(p.port, a.stream_bytes, lg))
+        finally:
+            for p in proxies.values():
+                p.stop()
+        # (e) idle memory: fresh proxies, so earlier scenarios' heap does not hide the growth
+        if a.idle_conns and "e" in a.only:
+            log(f"(e) idle memory: {a.idle_conns} idle keep-alive connections, fresh proxies")
+            for name in self.args.proxies:
+                proxies = self.make_one(name, workers, pin, a.idle_conns)
+                try:
+                    self.idle(proxies, workers, lg)
+                finally:
+                    proxies.stop()
+        self.stop_backends()
+
+    def make_one(self, name, workers, pin, idle_conns):
+        cls = {"ringway": Ringway, "nginx": Nginx, "haproxy": Haproxy}[name]
+        port = {"ringway": 10, "nginx": 20, "haproxy": 30}[name] + self.base
+        p = cls(self.work, port, workers, pin, self.backends, self.big)
+        p.start(idle_conns) if name != "ringway" else p.start()
+        return p
+
+    def idle(self, p, workers, lg):
+        n = self.args.idle_conns
+        cmd = [sys.executable, IDLE_PY, "--port", str(p.port), "--pids", ",".join(map(str, p.pids())), "--conns", str(n)]
+        r = run(cmd, timeout=180, cpus=lg)
+        m = re.search(r"ok=(\d+) rss_before_kib=(\d+) rss_after_kib=(\d+) per_conn_bytes=(-?\d+)", r.stdout)
+        if not m:
+            log(f"  {p.name}: idle_memory failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+            self.rows.append({"scenario": "e_idle", "variant": f"{n} conns", "workers": workers, "proxy": p.name,
+                              "round": 0, "errors": n, "requests": 0})
+            return
+        ok, before, after, per = map(int, m.groups())
+        row = {"scenario": "e_idle", "variant": f"{n} conns", "workers": workers, "proxy": p.name, "round": 0,
+               "requests": ok, "errors": n - ok, "rss_before_kib": before, "peak_rss_kib": after,
+               "rss_growth_kib": after - before, "bytes_per_conn": per}
+        self.rows.append(row)
+        log(f"  {p.name:>8} e_idle {n} conns w={workers}: ok={ok} rss {before} -> {after} KiB, {per} B/conn")
+
+    # -- tuning lab
+    def tuning(self):
+        a = self.args
+        variants = [
+            ("default", {}, 32),
+            ("ring_entries=256", {"ring_entries": 256}, 32),
+            ("ring_entries=4096", {"ring_entries": 4096}, 32),
+            ("coop+defer off", {"coop_taskrun": False, "defer_taskrun": False}, 32),
+            ("sqpoll_idle=2ms", {"sqpoll_idle": "2ms"}, 32),
+            ("pin_cpus=true", {"pin_cpus": True}, 32),
+            ("read_buffer=4096", {"read_buffer": 4096}, 32),
+            ("read_buffer=65536", {"read_buffer": 65536}, 32),
+            ("keepalive=8", {}, 8),
+            ("keepalive=128", {}, 128),
+            ("driver=epoll", {"driver": "epoll"}, 32),
+        ]
+        self.start_backends(pin=True)
+        procs = []
+        try:
+            for i, (label, rt, ka) in enumerate(variants):
+                rt = dict({"driver": "io_uring"}, **rt)
+                p = Ringway(self.work, self.base + 40 + i, 1, True, self.backends, self.big,
+                            admin=self.base + 60 + i, runtime=rt, keepalive=ka, label=label)
+                p.start()
+                procs.append(p)
+            if "nginx" in a.proxies:
+                n = Nginx(self.work, self.base + 20, 1, True, self.backends, self.big)
+                n.start(1000)
+                n.label = "nginx (reference)"
+                procs.append(n)
+            log(f"tuning lab: wrk -t1 -c50 -d{a.dur_a}s /, 1 worker on CPU 0, {a.rounds} rounds")
+            for rnd in range(a.rounds):
+                k = rnd % len(procs)
+                for p in procs[k:] + procs[:k]:
+                    wrk(p.port, "/", 50, a.warmup, "1")
+                    self.measure(p, "tuning", p.label, 1, rnd, lambda: wrk(p.port, "/", 50, a.dur_a, "1"))
+        finally:
+            for p in procs:
+                p.stop()
+            self.stop_backends()
+
+    # -- output
+    def write(self):
+        outdir = os.path.join(BENCH, "results", self.stamp + ("-quick" if self.args.quick else "")
+                              + ("-tuning" if self.args.tuning else ""))
+        os.makedirs(outdir, exist_ok=True)
+        keys = []
+        for r in self.rows:
+            for k in r:
+                if k not in keys:
+                    keys.append(k)
+        with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for r in self.rows:
+                w.writerow(r)
+        summary = aggregate(self.rows)
+        machine = machine_info()
+        with open(os.path.join(outdir, "results.json"), "w") as f:
+            json.dump({"machine": machine, "args": vars(self.args), "notes": self.notes,
+                       "rows": self.rows, "summary": summary}, f, indent=1, default=str)
+        latest = os.path.join(BENCH, "results", "latest" + ("-tuning" if self.args.tuning else ""))
+        if os.path.islink(latest) or os.path.exists(latest):
+            os.remove(latest)
+        os.symlink(os.path.basename(outdir), latest)
+        return outdir, summary, machine
+
+
+# ---------------------------------------------------------------- aggregation and reports
+
+def fmt(v, nd=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def human(n):
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n} B"
+
+
+METRICS = ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "peak_rss_kib", "rss_growth_kib",
+           "connects_per_req", "metrics_connects_per_req", "MBps", "bytes_per_conn", "offered_rps"]
+
+
+def aggregate(rows):
+    """Median over rounds per (scenario, variant, workers, proxy), plus ratios to nginx."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["variant"], r["workers"], r["proxy"]), []).append(r)
+    out = []
+    for (sc, var, w, px), rs in groups.items():
+        s = {"scenario": sc, "variant": var, "workers": w, "proxy": px, "rounds": len(rs),
+             "requests": sum(r.get("requests") or 0 for r in rs), "errors": sum(r.get("errors") or 0 for r in rs)}
+        for m in METRICS:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            s[m] = statistics.median(vals) if vals else None
+        out.append(s)
+    for s in out:
+        ref = next((o for o in out if o["proxy"] in ("nginx", "nginx (reference)") and o["scenario"] == s["scenario"]
+                    and o["workers"] == s["workers"] and (o["variant"] == s["variant"] or s["scenario"] == "tuning")), None)
+        for m in ("rps", "p99_ms", "cpu_us_per_req", "MBps", "bytes_per_conn"):
+            s[m + "_vs_nginx"] = (round(s[m] / ref[m], 3) if ref and s.get(m) and ref.get(m) else None)
+        if s["scenario"] == "tuning":
+            d = next((o for o in out if o["scenario"] == "tuning" and o["variant"] == "default"), None)
+            for m in ("rps", "cpu_us_per_req"):
+                s[m + "_vs_default"] = round(s[m] / d[m], 3) if d and s.get(m) and d.get(m) else None
+    order = {"a_cpu": 0, "b_open": 1, "c_mix": 2, "d_stream": 3, "e_idle": 4, "tuning": 5}
+    first = {}
+    for i, r in enumerate(rows):
+        first.setdefault((r["scenario"], r["variant"]), i)
+    out.sort(key=lambda s: (order.get(s["scenario"], 9), s["workers"],
+                            (first[(s["scenario"], s["variant"])],) if s["scenario"] == "tuning" else variant_key(s["variant"]),
+                            PROXIES.index(s["proxy"]) if s["proxy"] in PROXIES else -1))
+    return out
+
+
+def variant_key(v):
+    m = re.match(r"(close )?(\d+)\s*(KiB|MiB|GiB)?\s*c(\d+)", v)
+    if m:
+        mult = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, None: 1}[m.group(3)]
+        return (1 if m.group(1) else 0, int(m.group(2)) * mult, int(m.group(4)), v)
+    return (0, 0, 0, v)
+
+
+def table(summary):
+    hdr = ["scenario", "variant", "w", "proxy", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU µs/req",
+           "peak RSS MiB", "RSS growth MiB", "upstream conn/req", "MB/s", "B/idle conn",
+           "CPU vs nginx", "req/s vs nginx", "p99 vs nginx", "MB/s vs nginx", "errors"]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for s in summary:
+        if s["scenario"] == "tuning":
+            continue
+        conn = s["connects_per_req"]
+        if conn is None and s["metrics_connects_per_req"] is not None:
+            conn = s["metrics_connects_per_req"]
+        variant = s["variant"] + (f" (offered {int(s['offered_rps'])}/s)" if s.get("offered_rps") else "")
+        row = [s["scenario"], variant, str(s["workers"]), s["proxy"],
+               f"{s['rps']:,.0f}" if s["rps"] else "-", fmt(s["p50_ms"]), fmt(s["p99_ms"]), fmt(s["p999_ms"]),
+               (f"{s['cpu_us_per_req'] / 1e6:.2f} s total" if s["scenario"] == "d_stream" and s["cpu_us_per_req"]
+                else fmt(s["cpu_us_per_req"])),
+               fmt(s["peak_rss_kib"] / 1024 if s["peak_rss_kib"] else None, 1),
+               fmt(s["rss_growth_kib"] / 1024 if s["rss_growth_kib"] is not None else None, 1),
+               fmt(conn, 4), fmt(s["MBps"], 0), fmt(s["bytes_per_conn"], 0),
+               fmt(s["cpu_us_per_req_vs_nginx"]), fmt(s["rps_vs_nginx"]), fmt(s["p99_ms_vs_nginx"]),
+               fmt(s["MBps_vs_nginx"]), str(s["errors"])]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def tuning_table(summary):
+    lines = ["| variant (one knob changed) | req/s | CPU µs/req | p99 ms | CPU vs default | req/s vs default | CPU vs nginx |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        if s["scenario"] != "tuning":
+            continue
+        lines.append(f"| {s['proxy']} | {s['rps']:,.0f} | {fmt(s['cpu_us_per_req'])} | {fmt(s['p99_ms'])} | "
+                     f"{fmt(s.get('cpu_us_per_req_vs_default'))} | {fmt(s.get('rps_vs_default'))} | "
+                     f"{fmt(s.get('cpu_us_per_req_vs_nginx'))} |")
+    return "\n".join(lines)
+
+
+def pick(summary, sc, var, w, px):
+    return next((s for s in summary if s["scenario"] == sc and s["variant"] == var and s["workers"] == w
+                 and s["proxy"] == px), None)
+
+
+def targets(summary, args):
+    """Issue 6 targets: list of (target, verdict, numbers)."""
+    out = []
+
+    def r(x, m):
+        return x.get(m) if x else None
+
+    # 1. CPU per request
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "a_cpu"}):
+        rw, ng = pick(summary, "a_cpu", "c50", w, "ringway"), pick(summary, "a_cpu", "c50", w, "nginx")
+        if rw and ng and rw["cpu_us_per_req"] and ng["cpu_us_per_req"]:
+            ratio = rw["cpu_us_per_req"] / ng["cpu_us_per_req"]
+            rps = rw["rps"] / ng["rps"]
+            out.append((f"1. CPU/request ≤ 0.85× nginx, {w} worker(s); req/s not below nginx",
+                        "met" if ratio <= 0.85 and rps >= 1.0 else ("CPU met, req/s not" if ratio <= 0.85 else "not met"),
+                        f"CPU {rw['cpu_us_per_req']:.2f} vs {ng['cpu_us_per_req']:.2f} µs = {ratio:.2f}×; "
+                        f"req/s {rw['rps']:,.0f} vs {ng['rps']:,.0f} = {rps:.2f}×"))
+    # 2. open-loop latency
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "b_open"}):
+        for v in ("50%", "80%"):
+            rw, ng = pick(summary, "b_open", v, w, "ringway"), pick(summary, "b_open", v, w, "nginx")
+            if not (rw and ng):
+                continue
+            worse = [m for m in ("p50_ms", "p99_ms", "p999_ms") if (rw[m] or 0) > (ng[m] or 0)]
+            out.append((f"2. latency ≤ nginx at {v} of nginx max (open loop), {w} worker(s)",
+                        "met" if not worse else "not met (" + ", ".join(m[:-3].replace("p999", "p99.9") for m in worse) + ")",
+                        "ringway p50/p99/p99.9 " + "/".join(fmt(rw[m]) for m in ("p50_ms", "p99_ms", "p999_ms"))
+                        + " ms vs nginx " + "/".join(fmt(ng[m]) for m in ("p50_ms", "p99_ms", "p999_ms")) + " ms"
+                        + f" (offered {int(rw['offered_rps'] or 0)}/s; achieved {rw['rps'] or 0:,.0f} vs {ng['rps'] or 0:,.0f})"))
+    # 3. reuse
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "a_cpu"}):
+        rw = pick(summary, "a_cpu", "c50", w, "ringway")
+        if rw:
+            c = rw["connects_per_req"] if rw["connects_per_req"] is not None else rw["metrics_connects_per_req"]
+            others = ", ".join(f"{px} {fmt(r(pick(summary, 'a_cpu', 'c50', w, px), 'connects_per_req'), 5)}"
+                               for px in ("nginx", "haproxy"))
+            out.append((f"3. upstream reuse ≥ 99.9% (connects/request ≤ 0.001), steady load, {w} worker(s)",
+                        "met" if c is not None and c <= 0.001 else "not met",
+                        f"ringway {fmt(c, 5)} (perf count) / {fmt(rw['metrics_connects_per_req'], 5)} (/metrics); {others}"))
+    # 4. idle memory
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "e_idle"}):
+        rows = {px: next((s for s in summary if s["scenario"] == "e_idle" and s["workers"] == w and s["proxy"] == px), None)
+                for px in PROXIES}
+        rw = rows["ringway"]
+        if rw and rw["bytes_per_conn"] is not None:
+            n = rw["variant"]
+            out.append((f"4. idle keep-alive connections add ≤ 2 KiB each ({n}), {w} worker(s)",
+                        "met" if rw["bytes_per_conn"] <= 2048 and not rw["errors"] else "not met",
+                        ", ".join(f"{px} {fmt(r(rows[px], 'bytes_per_conn'), 0)} B/conn" for px in PROXIES if rows[px])))
+    # 5. streaming
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "d_stream"}):
+        for v in ("download", "upload"):
+            rw, ng = pick(summary, "d_stream", v, w, "ringway"), pick(summary, "d_stream", v, w, "nginx")
+            if rw and ng and rw["MBps"] and ng["MBps"]:
+                ratio = rw["MBps"] / ng["MBps"]
+                growth = (rw["rss_growth_kib"] or 0) / 1024
+                out.append((f"5. streaming {v} ≥ 0.9× nginx throughput, RSS growth < 32 MiB, {w} worker(s)",
+                            "met" if ratio >= 0.9 and growth < 32 else "not met",
+                            f"{rw['MBps']:.0f} vs {ng['MBps']:.0f} MB/s = {ratio:.2f}×; ringway RSS +{growth:.1f} MiB "
+                            f"(nginx +{(ng['rss_growth_kib'] or 0) / 1024:.1f})"))
+            elif rw:
+                out.append((f"5. streaming {v}, {w} worker(s)", "not met (failed)" if not rw["MBps"] else "no nginx reference",
+                            f"ringway errors {rw['errors']}"))
+    # 6. request mix
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "c_mix"}):
+        cases = [s for s in summary if s["scenario"] == "c_mix" and s["workers"] == w and s["proxy"] == "ringway"]
+        ahead, behind = [], []
+        for rw in cases:
+            ng = pick(summary, "c_mix", rw["variant"], w, "nginx")
+            if not ng or not rw["rps"] or not ng["rps"]:
+                continue
+            (ahead if rw["rps"] >= ng["rps"] else behind).append(
+                f"{rw['variant']} {rw['rps'] / ng['rps']:.2f}× req/s, {fmt(rw['cpu_us_per_req_vs_nginx'])}× CPU")
+        if ahead or behind:
+            out.append((f"6. request mix ahead of nginx (req/s), {w} worker(s)",
+                        "met" if not behind else f"not met in {len(behind)} of {len(ahead) + len(behind)}",
+                        "behind: " + "; ".join(behind) if behind else "ahead in all: " + "; ".join(ahead)))
+    return out
+
+
+def machine_info():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def ver(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+    mem = 0
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // 1024 // 1024
+    return {"nproc": NCPU, "kernel": platform.release(), "cpu": model, "mem_gib": mem,
+            "nginx": ver(["nginx", "-v"]), "haproxy": ver(["haproxy", "-v"]), "wrk": ver(["wrk", "-v"]),
+            "oha": ver(["oha", "--version"]),
+            "ringway_commit": ver(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) +
+            (" (dirty tree)" if subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "src"],
+                                               capture_output=True).returncode else ""),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+# ---------------------------------------------------------------- SVG chart
+
+def svg_chart(summary, path):
+    """Two panels: CPU µs/request (scenario a) and open-loop latency percentiles, per proxy."""
+    colors = {"ringway": "#d9534f", "nginx": "#2a9d3f", "haproxy": "#3b6fb6"}
+    W, H = 960, 420
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>', f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+             'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
+
+    def panel(x0, y0, w, h, title, groups, unit, log_scale=False):
+        # groups: [(label, {proxy: value})]
+        parts.append(f'<text x="{x0 + w / 2}" y="{y0 - 12}" text-anchor="middle" font-size="14" font-weight="bold">{title}</text>')
+        vals = [v for _, g in groups for v in g.values() if v]
+        if not vals:
+            parts.append(f'<text x="{x0 + w / 2}" y="{y0 + h / 2}" text-anchor="middle">no data</text>')
+            return
+        import math
+        vmax = max(vals) * 1.15
+        vmin = min(vals) / 2 if log_scale else 0
+        if log_scale:
+            lo, hi = math.floor(math.log10(vmin)), math.ceil(math.log10(vmax))
+            scale = lambda v: h * (math.log10(max(v, 10 ** lo)) - lo) / (hi - lo)
+            ticks = [10 ** e for e in range(lo, hi + 1)]
+        else:
+            step = 10 ** math.floor(math.log10(vmax / 4))
+            step *= 2 if vmax / step > 10 else 1
+            scale = lambda v: h * v / vmax
+            ticks = [i * step for i in range(int(vmax / step) + 1)]
+        for t in ticks:
+            y = y0 + h - scale(t)
+            parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + w}" y2="{y:.1f}" stroke="#ddd"/>')
+            parts.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{t:g}</text>')
+        parts.append(f'<text x="{x0 - 40}" y="{y0 + h / 2}" transform="rotate(-90 {x0 - 40} {y0 + h / 2})" '
+                     f'text-anchor="middle" fill="#333">{unit}</text>')
+        gw = w / len(groups)
+        for i, (label, g) in enumerate(groups):
+            names = [p for p in PROXIES if p in g]
+            bw = gw * 0.8 / max(len(names), 1)
+            for j, name in enumerate(names):
+                v = g[name]
+                if not v:
+                    continue
+                bh = scale(v)
+                x = x0 + i * gw + gw * 0.1 + j * bw
+                parts.append(f'<rect x="{x:.1f}" y="{y0 + h - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" '
+                             f'fill="{colors[name]}"><title>{name} {label}: {v:.3g} {unit}</title></rect>')
+                parts.append(f'<text x="{x + bw / 2 - 1:.1f}" y="{y0 + h - bh - 3:.1f}" text-anchor="middle" '
+                             f'font-size="9">{v:.3g}</text>')
+            parts.append(f'<text x="{x0 + i * gw + gw / 2:.1f}" y="{y0 + h + 16}" text-anchor="middle">{label}</text>')
+        parts.append(f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="#333"/>')
+
+    cpu = []
+    for w in (1, 2):
+        g = {p: (pick(summary, "a_cpu", "c50", w, p) or {}).get("cpu_us_per_req") for p in PROXIES}
+        if any(g.values()):
+            cpu.append((f"{w} worker{'s' if w > 1 else ''}", g))
+    panel(70, 50, 260, 300, "CPU µs per request (wrk -c50 /)", cpu, "µs / request")
+    lat = []
+    for w in (1, 2):
+        for v in ("50%", "80%"):
+            for m, lbl in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+                g = {p: (pick(summary, "b_open", v, w, p) or {}).get(m) for p in PROXIES}
+                if any(g.values()):
+                    lat.append((f"{lbl}", g, f"{w}w @{v}"))
+    groups = [(l, g) for l, g, _ in lat]
+    panel(420, 50, 520, 300, "open-loop latency (oha --latency-correction), log scale", groups, "ms", log_scale=True)
+    # sub-labels for the latency groups
+    if lat:
+        gw = 520 / len(lat)
+        for k in range(0, len(lat), 3):
+            parts.append(f'<text x="{420 + (k + 1.5) * gw:.1f}" y="{50 + 300 + 32}" text-anchor="middle" '
+                         f'fill="#555">{lat[k][2]} of nginx max</text>')
+    for i, p in enumerate(PROXIES):
+        parts.append(f'<rect x="{70 + i * 110}" y="{H - 22}" width="12" height="12" fill="{colors[p]}"/>')
+        parts.append(f'<text x="{86 + i * 110}" y="{H - 12}">{p}</text>')
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+# ---------------------------------------------------------------- docs
+
+def replace_between(path, start, end, text):
+    with open(path) as f:
+        doc = f.read()
+    i, j = doc.find(start), doc.find(end)
+    if i < 0 or j < 0:
+        doc = doc.rstrip("\n") + f"\n\n{start}\n{text}\n{end}\n"
+    else:
+        doc = doc[:i + len(start)] + "\n" + text + "\n" + doc[j:]
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+def report(summary, machine, args, notes, outdir):
+    tg = targets(summary, args)
+    lines = [f"Run {machine['date']} on {machine['nproc']} cores ({machine['cpu']}), {machine['mem_gib']} GiB, "
+             f"Linux {machine['kernel']}; ringway {machine['ringway_commit']}, {machine['nginx']}, "
+             f"{machine['haproxy'].split(' - ')[0]}, {machine['wrk']}, {machine['oha']}.",
+             f"Command: `bench/run.sh {' '.join(args.argv)}`".rstrip() + ". Raw results: `" + os.path.relpath(outdir, ROOT) + "/`.", ""]
+    lines += ["1-worker rows: proxy pinned to CPU 0, wrk/oha/curl and all backends pinned to CPU 1. "
+              "2-worker rows: nothing pinned (all share both cores). Values are medians over rounds.", ""]
+    lines += [table(summary), ""]
+    if tg:
+        lines += ["Issue 6 targets:", "", "| target | verdict | numbers |", "|---|---|---|"]
+        lines += [f"| {t} | **{v}** | {n} |" for t, v, n in tg]
+        lines.append("")
+    if notes:
+        lines += ["Notes from this run:", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines), tg
+
+
+def main():
+    if not sys.flags.utf8_mode:  # µ, ≤ and × in the reports, whatever the locale
+        os.execv(sys.executable, [sys.executable, "-X", "utf8"] + sys.argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="under a minute: (a) 1 worker, (c) small, (e) 2000 conns")
+    ap.add_argument("--tuning", action="store_true", help="tuning lab: ringway [runtime] knobs, writes docs/tuning.md")
+    ap.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", "21000")))
+    ap.add_argument("--proxies", default="ringway,nginx,haproxy")
+    ap.add_argument("--workers", default=None, help="comma list, default 1,2 (quick: 1)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory with configs and logs")
+    ap.add_argument("--only", default="abcde", help="scenarios to run, e.g. --only ae (b needs a)")
+    ap.add_argument("--no-docs", action="store_true", help="do not update docs/ (full and tuning runs do by default)")
+    args = ap.parse_args()
+    args.argv = sys.argv[1:]
+    args.proxies = [p for p in args.proxies.split(",") if p]
+    q = args.quick
+    args.workers = [int(w) for w in (args.workers or ("1" if q or args.tuning else "1,2")).split(",")]
+    args.rounds = args.rounds or (1 if q else 3)
+    args.warmup = 1 if not q else 0.5
+    args.dur_a = 3 if q else 5
+    args.dur_b = 10
+    args.dur_c = 2 if q else 3
+    args.open_loop = not q
+    if q:
+        args.mix = [(4096, 50)]
+        args.close = [("/", 50)]
+        args.stream_bytes = 0
+        args.idle_conns = 2000
+    else:
+        args.mix = [(s, c) for s in (4096, 65536, 1 << 20) for c in (1, 50, 1000)]
+        args.close = [("/", 50), ("/bytes/4096", 50)]
+        args.stream_bytes = 1 << 30
+        args.idle_conns = 10000
+    if args.warmup < 1:
+        args.warmup = 1  # wrk takes whole seconds
+
+    # file descriptors for 10k idle connections (children inherit)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    global NOFILE
+    NOFILE = soft
+    if soft < args.idle_conns + 1100:
+        args.idle_conns = max(0, soft - 1100)
+        log(f"note: RLIMIT_NOFILE is {soft}; idle connections reduced to {args.idle_conns}")
+
+    for exe in (RINGWAY, BIGBODY):
+        if not os.access(exe, os.X_OK):
+            raise SystemExit(f"missing {exe}: run bench/run.sh (it builds it)")
+    b = Bench(args)
+    if args.tuning:
+        ports = [b.base + i for i in range(1, 6)] + [b.base + 20] + [b.base + 40 + i for i in range(11)] + [b.base + 60 + i for i in range(11)]
+    else:
+        ports = [b.base + i for i in (1, 2, 3, 4, 5, 10, 11, 20, 30)]
+    b.check_ports(ports)
+    if NCPU < 2:
+        b.notes.append("fewer than 2 CPUs: pinning to CPU 1 impossible; results meaningless")
+    if b.counter.ok:
+        b.notes.append("upstream connects counted with `perf stat -a -e sock:inet_sock_set_state` "
+                       "(newstate SYN_SENT, backend ports) for every proxy; ringway's /metrics shown as cross-check in the JSON")
+    else:
+        b.notes.append("perf unavailable: upstream connects/request only for ringway (/metrics)")
+    t_start = time.time()
+    load0 = open("/proc/loadavg").read().split()[:3]
+    try:
+        if args.tuning:
+            b.tuning()
+        else:
+            for w in args.workers:
+                log(f"=== {w} worker(s) {'(proxy on CPU 0, load + backends on CPU 1)' if w == 1 else '(unpinned)'}")
+                b.phase(w)
+    finally:
+        cleanup()
+    load1 = open("/proc/loadavg").read().split()[:3]
+    b.notes.append(f"load average (1/5/15 min) at start {' '.join(load0)}, at end {' '.join(load1)} "
+                   f"(the harness itself keeps about 2 busy; more means other work shared the machine)")
+    outdir, summary, machine = b.write()
+    log(f"done in {time.time() - t_start:.0f}s; results in {os.path.relpath(outdir, ROOT)}")
+    if args.tuning:
+        text = (f"Measured {machine['date']} on {machine['nproc']} cores ({machine['cpu']}), Linux {machine['kernel']}, "
+                f"ringway {machine['ringway_commit']}; `bench/run.sh --tuning` "
+                f"(wrk -t1 -c50 -d{args.dur_a}s `/`, one worker pinned to CPU 0, wrk and backends on CPU 1, "
+                f"median of {args.rounds} alternating rounds):\n\n" + tuning_table(summary))
+        print(text)
+        with open(os.path.join(outdir, "summary.md"), "w") as f:
+            f.write(text + "\n")
+        if not args.no_docs:
+            replace_between(os.path.join(ROOT, "docs", "tuning.md"), "<!-- tuning:start -->", "<!-- tuning:end -->", text)
+        return 0
+    text, tg = report(summary, machine, args, b.notes, outdir)
+    print(text)
+    with open(os.path.join(outdir, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    svg_chart(summary, os.path.join(outdir, "chart.svg"))
+    if not q and not args.no_docs:
+        shutil.copy(os.path.join(outdir, "chart.svg"), os.path.join(ROOT, "docs", "bench-latest.svg"))
+        replace_between(os.path.join(ROOT, "docs", "benchmarking.md"), "<!-- bench:latest:start -->",
+                        "<!-- bench:latest:end -->", text + "\n![latest run](bench-latest.svg)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

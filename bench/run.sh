@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One entry point for ringway's benchmarks (issue 6): ringway vs nginx vs HAProxy.
+#
+#   bench/run.sh            full run (scenarios a-e, 1 and 2 workers; ~12 min on 2 cores)
+#   bench/run.sh --quick    under a minute: (a) 1 worker, (c) 4 KiB + Connection: close, (e) 2000 conns
+#   bench/run.sh --tuning   tuning lab: ringway's [runtime] knobs one at a time -> docs/tuning.md
+#   bench/run.sh --help     all options (base port, proxies, workers, rounds)
+#
+# On a fresh Debian machine it installs what is missing (nginx, haproxy, wrk,
+# curl, perf via apt-get; oha via cargo install), builds ringway and the
+# bench backend (bench/bigbody) in release, then runs bench/harness.py.
+# Needs root (apt-get, clear_refs, perf -a) and a Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for pair in nginx:nginx haproxy:haproxy wrk:wrk curl:curl taskset:util-linux python3:python3 ss:iproute2; do
+  have "${pair%%:*}" || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
+  # the distribution's nginx/haproxy services are not used; keep their ports free
+  for svc in nginx haproxy; do $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
+fi
+if ! have perf; then
+  # optional: upstream connects for nginx/HAProxy are counted with perf
+  log "installing linux-perf (optional)"
+  { $SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y linux-perf; } >/dev/null 2>&1 \
+    || log "perf unavailable: upstream connects/request will be measured for ringway only"
+fi
+have cargo || { log "cargo missing: install Rust (https://rustup.rs) first"; exit 1; }
+if ! have oha; then
+  log "cargo install oha --locked (compiles, a few minutes)"
+  cargo install oha --locked
+fi
+
+log "building ringway (release)"
+cargo build --release --quiet
+log "building bench/bigbody (release)"
+cargo build --release --quiet --manifest-path bench/bigbody/Cargo.toml --target-dir target/bench-bigbody
+
+exec env PYTHONUTF8=1 python3 bench/harness.py "$@"
