@@ -41,7 +41,10 @@ error_log $WORK/nginx.err warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream allbackend { $(for p in "${ports[@]}"; do echo "server 127.0.0.1:$p;"; done) keepalive 32; }
+  # nginx counts keepalive per upstream block (ringway per server), and its
+  # default keepalive_requests 1000 would force reconnects: match ringway.
+  keepalive_requests 1000000;
+  upstream allbackend { $(for p in "${ports[@]}"; do echo "server 127.0.0.1:$p;"; done) keepalive 128; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NG_PORT reuseport;
     location / { proxy_pass http://allbackend; proxy_http_version 1.1; proxy_set_header Connection ""; }
