@@ -20,9 +20,14 @@ pub enum Retry {
     No,
     /// Nothing reached the upstream: any method may go to the next server.
     NextServer,
-    /// A reused idle connection died before answering: safe to replay an
-    /// idempotent, bodyless request once on a fresh connection.
+    /// The connection died before any response byte: an idempotent request
+    /// whose body can be sent again may go to the next server (or, when a
+    /// pooled connection was stale, once more on a fresh one).
     IfReplayable,
+    /// Timed out: like `IfReplayable`, but only where the upstream opts in
+    /// with `retry_on_timeout` (a hung backend would otherwise be hit once
+    /// per server).
+    IfReplayableOnTimeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +104,8 @@ impl ProxyError {
     pub fn retry(self) -> Retry {
         match self {
             ProxyError::Connect => Retry::NextServer,
-            ProxyError::UpstreamGone { reused: true, answered: false } => Retry::IfReplayable,
+            ProxyError::UpstreamGone { answered: false, .. } => Retry::IfReplayable,
+            ProxyError::UpstreamTimeout => Retry::IfReplayableOnTimeout,
             _ => Retry::No,
         }
     }
@@ -125,9 +131,10 @@ mod tests {
     fn only_safe_failures_retry() {
         assert_eq!(ProxyError::Connect.retry(), Retry::NextServer);
         assert_eq!(ProxyError::UpstreamGone { reused: true, answered: false }.retry(), Retry::IfReplayable);
-        assert_eq!(ProxyError::UpstreamGone { reused: false, answered: false }.retry(), Retry::No);
+        assert_eq!(ProxyError::UpstreamGone { reused: false, answered: false }.retry(), Retry::IfReplayable);
         assert_eq!(ProxyError::UpstreamGone { reused: true, answered: true }.retry(), Retry::No);
-        assert_eq!(ProxyError::UpstreamTimeout.retry(), Retry::No);
+        assert_eq!(ProxyError::UpstreamTimeout.retry(), Retry::IfReplayableOnTimeout);
+        assert_eq!(ProxyError::ClientGone.retry(), Retry::No);
         assert_eq!(ProxyError::BadResponse("x").retry(), Retry::No);
     }
 }

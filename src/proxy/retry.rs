@@ -84,11 +84,11 @@ impl Session {
                         return Ok(next);
                     }
                     Err(e) => {
-                        let retry = match e {
-                            ProxyError::Connect => true,
-                            ProxyError::UpstreamGone { answered: false, .. } => replayable,
-                            ProxyError::UpstreamTimeout => replayable && up.policy.retry_on_timeout,
-                            _ => false,
+                        let retry = match e.retry() {
+                            Retry::NextServer => true,
+                            Retry::IfReplayable => replayable,
+                            Retry::IfReplayableOnTimeout => replayable && up.policy.retry_on_timeout,
+                            Retry::No => false,
                         };
                         if e.side() == super::Side::Upstream {
                             server.state.record_failure(up.policy.passive);
@@ -160,7 +160,9 @@ impl Session {
                     }
                     return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
                 }
-                Err(e) if e.retry() == Retry::IfReplayable && replayable && !fresh_only && !self.response_started => {
+                Err(e @ ProxyError::UpstreamGone { reused: true, .. })
+                    if e.retry() == Retry::IfReplayable && replayable && !fresh_only && !self.response_started =>
+                {
                     // The backend closed an idle connection as we reused it:
                     // not a server failure, and safe to send once more.
                     fresh_only = true;
