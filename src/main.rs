@@ -12,12 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// mimalloc: the per-request allocations that remain (the boxed exchange
-/// future is 128-byte aligned because monoio's timer entry is) take glibc's
-/// slow `posix_memalign` path; mimalloc serves them from its size classes.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The seed configuration, embedded for `ringway demo`.
 const SEED_CONFIG: &str = include_str!("../examples/seed.toml");
 const DEFAULT_CONFIG: &str = "ringway.toml";
