@@ -148,7 +148,7 @@ fn render_metrics(control: &Control) -> String {
     let health: Vec<_> = config
         .upstreams
         .iter()
-        .flat_map(|u| u.servers.iter().map(move |s| (Arc::clone(&u.name), s.addr, !s.state.is_drained())))
+        .flat_map(|u| u.servers.iter().map(move |s| (Arc::clone(&u.name), s.addr, s.state.is_healthy())))
         .collect();
     let globals = Globals {
         reloads_ok: control.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
@@ -179,14 +179,14 @@ fn status_json(control: &Control) -> String {
                     let (idle, active) = pool(s.addr);
                     serde_json::json!({
                         "addr": s.addr.to_string(),
-                        "healthy": true,
+                        "healthy": s.state.is_healthy(),
                         "drained": s.state.is_drained(),
                         "in_flight": active,
                         "idle_connections": idle,
                     })
                 })
                 .collect();
-            serde_json::json!({ "name": &*u.name, "balance": "round_robin", "keepalive": u.keepalive, "servers": servers })
+            serde_json::json!({ "name": &*u.name, "balance": u.policy.balance.label(), "keepalive": u.keepalive, "servers": servers })
         })
         .collect();
     let listeners: Vec<_> =

@@ -7,7 +7,6 @@ use super::listener::bind_group;
 use crate::config::{Config, ConfigError};
 use arc_swap::ArcSwap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -16,7 +15,7 @@ use std::sync::{Arc, Mutex};
 /// A message to one worker, handled on its housekeeping tick.
 pub enum Command {
     /// Start accepting on this (already bound) socket for listener `name`.
-    Listen { name: Arc<str>, bind: SocketAddr, socket: std::net::TcpListener },
+    Listen { name: Arc<str>, socket: std::net::TcpListener },
     /// Stop accepting for listener `name`; its connections carry on.
     Unlisten { name: Arc<str> },
     /// Reply with a copy of the worker's counters.
@@ -140,7 +139,6 @@ impl Control {
             let mut sockets = sockets.into_iter().map(Some).collect::<Vec<_>>();
             self.broadcast(|i| Command::Listen {
                 name: Arc::clone(&name),
-                bind: addr,
                 // bind_group made one socket per worker.
                 socket: sockets[i].take().expect("one socket per worker"),
             });

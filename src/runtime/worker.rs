@@ -239,7 +239,7 @@ impl Worker {
             monoio::time::sleep(TICK).await;
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
-                    Command::Listen { name, bind: _, socket } => self.listen(name, socket, &mut accepting),
+                    Command::Listen { name, socket } => self.listen(name, socket, &mut accepting),
                     Command::Unlisten { name } => {
                         if let Some(c) = accepting.remove(&name) {
                             c.cancel();

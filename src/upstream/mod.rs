@@ -10,7 +10,7 @@ mod pool;
 mod server;
 
 pub use balance::{hash_bytes, next_random, smooth_sequence, Balance, HashKey, HashRing};
-pub use pool::{PooledConn, UpstreamPools};
+pub use pool::UpstreamPools;
 pub use server::{now_ms, server_state, PassiveHealth, ServerState};
 
 use std::net::SocketAddr;

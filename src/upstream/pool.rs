@@ -11,8 +11,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-pub struct PooledConn {
-    pub stream: TcpStream,
+struct PooledConn {
+    stream: TcpStream,
     expires: Instant,
 }
 

@@ -76,10 +76,6 @@ impl ServerState {
         !self.is_drained() && !self.active_down.load(Relaxed) && self.down_until_ms.load(Relaxed) == 0
     }
 
-    pub fn is_active_down(&self) -> bool {
-        self.active_down.load(Relaxed)
-    }
-
     /// Claims a request slot. `ignore_health` is the fail-open pass (every
     /// server looked down and no active check can bring one back). Returns
     /// false when the server is drained, down, at `max_conns`, or when its
