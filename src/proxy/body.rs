@@ -3,7 +3,10 @@
 //! every read waits on the previous write, so a slow reader slows the
 //! writer instead of filling the proxy. Chunked bodies are decoded and
 //! re-encoded canonically; length-delimited bytes go out straight from the
-//! read buffer.
+//! read buffer. Bytes already waiting in `out` (the response head) are sent
+//! together with the first buffered body bytes when those are small, so a
+//! small response costs one write, not two; `out` is always flushed before
+//! the relay waits on a read, so nothing sits unsent while the source is slow.
 
 use super::buf::{write_out, ConnBuf};
 use crate::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
@@ -14,6 +17,9 @@ use std::time::Duration;
 
 /// Bytes of re-encoded output gathered before a write.
 const OUT_FLUSH_BYTES: usize = 32 * 1024;
+/// Largest buffered body slice copied behind a pending head so both leave in
+/// one write; a bigger one costs more to copy than a second write does.
+const COALESCE_MAX_BYTES: usize = 16 * 1024;
 /// Cap on chunk-extension bytes per chunk-size line.
 pub const MAX_CHUNK_EXTENSION_BYTES: usize = 4096;
 /// Cap on the trailer section, which is read and dropped.
@@ -94,7 +100,7 @@ impl Relay<'_> {
     /// Relays one body; returns the payload bytes moved.
     pub async fn run(&mut self, from: BodyKind, enc: Encode) -> Result<u64, RelayError> {
         match from {
-            BodyKind::None => Ok(0),
+            BodyKind::None => self.flush().await.map(|()| 0),
             BodyKind::Length(n) => self.length(n, enc).await,
             BodyKind::UntilClose => self.until_close(enc).await,
             BodyKind::Chunked => self.chunked(enc).await,
@@ -104,45 +110,55 @@ impl Relay<'_> {
     async fn length(&mut self, total: u64, enc: Encode) -> Result<u64, RelayError> {
         let mut left = total;
         while left > 0 {
-            if self.srcbuf.is_empty() && self.read().await? == 0 {
-                return Err(RelayError::SrcEof);
+            if self.srcbuf.is_empty() {
+                self.flush().await?;
+                if self.read().await? == 0 {
+                    return Err(RelayError::SrcEof);
+                }
             }
             let k = usize::try_from(left).unwrap_or(usize::MAX).min(self.srcbuf.len());
-            if enc == Encode::Raw {
-                self.pass(k).await?;
-            } else {
-                self.encode(k, enc);
-                self.flush().await?;
-            }
+            self.forward(k, enc).await?;
             left -= k as u64;
         }
-        if enc == Encode::Chunked {
-            self.out.extend_from_slice(LAST_CHUNK);
-            self.flush().await?;
-        }
+        self.finish(enc).await?;
         Ok(total)
     }
 
     async fn until_close(&mut self, enc: Encode) -> Result<u64, RelayError> {
         let mut moved = 0u64;
         loop {
-            if self.srcbuf.is_empty() && self.read().await? == 0 {
-                break;
+            if self.srcbuf.is_empty() {
+                self.flush().await?;
+                if self.read().await? == 0 {
+                    break;
+                }
             }
             let k = self.srcbuf.len();
             moved += k as u64;
-            if enc == Encode::Raw {
-                self.pass(k).await?;
-            } else {
-                self.encode(k, enc);
-                self.flush().await?;
-            }
+            self.forward(k, enc).await?;
         }
+        self.finish(enc).await?;
+        Ok(moved)
+    }
+
+    /// Moves `n` buffered bytes on: straight from the read buffer when
+    /// nothing is pending in `out`, else copied behind it if small.
+    async fn forward(&mut self, n: usize, enc: Encode) -> Result<(), RelayError> {
+        if enc == Encode::Raw && (self.out.is_empty() || n > COALESCE_MAX_BYTES) {
+            self.flush().await?;
+            self.pass(n).await
+        } else {
+            self.encode(n, enc);
+            Ok(())
+        }
+    }
+
+    /// Ends the body (the last chunk when re-chunking) and flushes.
+    async fn finish(&mut self, enc: Encode) -> Result<(), RelayError> {
         if enc == Encode::Chunked {
             self.out.extend_from_slice(LAST_CHUNK);
-            self.flush().await?;
         }
-        Ok(moved)
+        self.flush().await
     }
 
     async fn chunked(&mut self, enc: Encode) -> Result<u64, RelayError> {

@@ -102,9 +102,11 @@ impl Session {
         }
 
         let (body, framing, upstream_close, keep_alive) = self.read_response_head(up, x, reused).await?;
-        self.send_out().await?;
+        // The head waits in `out` for the relay, which sends it with the
+        // first body bytes: committed from here on, no error page can follow.
         self.response_started = true;
         if framing == ClientFraming::Switch {
+            self.send_out().await?;
             return Ok(Done { upstream_reusable: false, client_keep_alive: false, upgraded: true });
         }
 
@@ -119,7 +121,14 @@ impl Session {
             max_bytes: None,
         };
         self.bytes_sent = 0;
-        let sent = relay.run(body, enc).await.map_err(|e| match e {
+        let relayed = relay.run(body, enc).await;
+        if relayed.is_err() && !self.out.is_empty() {
+            // The upstream failed with the head (and maybe some body) still
+            // unsent: send it, so the client sees a truncated response as it
+            // would had the bytes left earlier.
+            let _ = self.send_out().await;
+        }
+        let sent = relayed.map_err(|e| match e {
             RelayError::SrcIo | RelayError::SrcEof => ProxyError::UpstreamGone { reused, answered: true },
             RelayError::SrcTimeout => ProxyError::UpstreamTimeout,
             RelayError::SrcFraming(c) => ProxyError::UpstreamBody(c),
