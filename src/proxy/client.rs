@@ -41,11 +41,14 @@ impl Session {
         }
     }
 
-    /// Half-closes, then reads briefly so unread request bytes do not turn
-    /// the close into a reset that could destroy the last response.
+    /// With unread request bytes buffered: half-closes, then reads briefly
+    /// so they do not turn the close into a reset that could destroy the
+    /// last response (RFC 9112 §9.6). Otherwise dropping the stream is the
+    /// whole close: a half-close first would only cost a syscall, since a
+    /// close with nothing unread sends the same FIN.
     pub(super) async fn close(&mut self) {
-        let _ = self.client.shutdown().await;
         if !self.cbuf.is_empty() {
+            let _ = self.client.shutdown().await;
             self.cbuf.clear();
             Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
         }

@@ -20,6 +20,10 @@ use monoio::time::timeout;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// A buffered (replayable) request body up to this size is sent in the same
+/// write as the request head.
+const COALESCE_BODY_BYTES: usize = 16 * 1024;
+
 /// The metrics outcome of one attempt.
 pub(super) fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
     match result {
@@ -59,28 +63,42 @@ impl Session {
         if !self.ubuf.has_storage() {
             let _ = self.ubuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
         }
-        let head = std::mem::take(&mut self.uhead);
-        let (res, head) = match timeout(t.upstream_send, up.write_all(head)).await {
-            Ok(r) => r,
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-        };
-        self.uhead = head;
-        res.map_err(|_| gone)?;
-
-        if x.replay && !self.replay.is_empty() {
-            let body = std::mem::take(&mut self.replay);
-            let (res, body) = match timeout(t.upstream_send, up.write_all(body)).await {
-                Ok(r) => r,
-                Err(_) => return Err(ProxyError::UpstreamTimeout),
-            };
-            self.replay = body;
-            res.map_err(|_| gone)?;
-        } else if x.body != BodyKind::None && !x.replay {
+        let streamed = x.body != BodyKind::None && !x.replay;
+        if streamed {
             if x.expect_continue && self.cbuf.is_empty() {
                 self.out.clear();
                 self.out.extend_from_slice(CONTINUE);
                 self.send_out().await?;
             }
+            // The head leaves with the first body bytes (the relay flushes
+            // before it waits on the client); `uhead` stays intact.
+            self.out.extend_from_slice(&self.uhead);
+        } else {
+            // A small replayable body rides in the head's write.
+            let head_len = self.uhead.len();
+            let coalesce = x.replay && self.replay.len() <= COALESCE_BODY_BYTES;
+            if coalesce {
+                self.uhead.extend_from_slice(&self.replay);
+            }
+            let head = std::mem::take(&mut self.uhead);
+            let (res, mut head) = match timeout(t.upstream_send, up.write_all(head)).await {
+                Ok(r) => r,
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+            };
+            head.truncate(head_len);
+            self.uhead = head;
+            res.map_err(|_| gone)?;
+            if x.replay && !coalesce {
+                let body = std::mem::take(&mut self.replay);
+                let (res, body) = match timeout(t.upstream_send, up.write_all(body)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ProxyError::UpstreamTimeout),
+                };
+                self.replay = body;
+                res.map_err(|_| gone)?;
+            }
+        }
+        if streamed {
             let enc = if x.body == BodyKind::Chunked { Encode::Chunked } else { Encode::Raw };
             let mut relay = Relay {
                 src: &mut self.client,
