@@ -152,3 +152,28 @@ fn http10_client_without_keep_alive_gets_connection_close() {
     let r = c.request(b"GET /b HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(r.text(), "b /b\n");
 }
+
+/// A keep-alive connection waits for its next request with a read that is
+/// cancelled after a short window (about 20-60 ms), then with a readiness
+/// poll. Requests that arrive just before, during and after that switch are
+/// all served, in order, with no byte lost.
+#[test]
+fn keep_alive_requests_after_any_pause_are_served_across_the_hot_window() {
+    let b = RecordingBackend::echo_id("b");
+    let proxy = proxy_to(&b);
+    let mut c = Client::connect(proxy.addr("public"));
+    let pauses_ms = [0u64, 1, 5, 15, 19, 21, 25, 30, 35, 39, 41, 45, 55, 60, 65, 80, 120, 0, 0, 30];
+    for (i, pause) in pauses_ms.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(*pause));
+        let r = c.get(&format!("/p{i}"));
+        assert_eq!((r.status, r.text()), (200, format!("b /p{i}\n")), "after a {pause} ms pause");
+    }
+    // A head split by a pause longer than the window still arrives whole.
+    std::thread::sleep(Duration::from_millis(30));
+    c.send(b"GET /split HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(70));
+    c.send(b"st: h\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.text()), (200, "b /split\n".to_string()));
+    assert_eq!(b.requests().len(), pauses_ms.len() + 1);
+}

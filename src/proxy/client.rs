@@ -7,7 +7,9 @@ use super::error::ProxyError;
 use super::{Session, KEEP_SCRATCH_BYTES, LINGER};
 use crate::http::head::{leading_empty_lines, HeadError};
 use crate::http::request::RequestError;
-use monoio::io::AsyncWriteRent;
+use crate::runtime::{IdleExpiry, HOT_WINDOW_MS};
+use crate::upstream::now_ms;
+use monoio::io::{AsyncWriteRent, Canceller};
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::time::Instant;
@@ -16,6 +18,7 @@ impl Session {
     /// Hands the full-size buffers back to the worker while the connection
     /// waits for its next request.
     pub(super) fn shrink_for_idle(&mut self) {
+        self.canceller = None;
         if let Some(v) = self.cbuf.release() {
             self.worker.put_buf(v);
         }
@@ -77,13 +80,18 @@ impl Session {
                 }
             }
             let read = match deadline {
+                None if self.hot => match self.hot_read().await {
+                    Some(read) => read,
+                    // Nothing came within the window: wait without buffers.
+                    None => continue,
+                },
                 None => {
                     // Poll, then read: an idle connection holds no buffer
                     // and no timer while it waits, only a slot in the
                     // worker's idle wheel (which also ends the wait at a
-                    // graceful stop). One extra poll per keep-alive request
-                    // is the price; see docs/benchmarking.md.
+                    // graceful stop).
                     self.shrink_for_idle();
+                    let since = now_ms();
                     let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
                     let readable = monoio::select! {
                         r = self.client.readable(false) => r.is_ok(),
@@ -92,6 +100,8 @@ impl Session {
                     if !readable {
                         return Ok(None);
                     }
+                    // A client that came back quickly is likely to again.
+                    self.hot = now_ms().saturating_sub(since) < HOT_WINDOW_MS;
                     if !self.cbuf.has_storage() {
                         let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
                     }
@@ -106,6 +116,58 @@ impl Session {
                 Ok(0) | Err(_) if self.cbuf.is_empty() => return Ok(None),
                 Ok(0) | Err(_) => return Err(ProxyError::ClientGone),
                 Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl Session {
+    /// A hot wait for the next request: one read, holding the buffers, for
+    /// a new connection (whose request is usually already on its way) and
+    /// for one whose client came back within `HOT_WINDOW_MS` last time.
+    /// This saves the readiness poll of the idle path, one ring operation
+    /// per request. The read is cancelled, not dropped, when the window
+    /// passes, so no byte it got is lost. `None` when the window passed or
+    /// the worker's budget of hot waits is spent: the connection then
+    /// waits the idle way.
+    async fn hot_read(&mut self) -> Option<std::io::Result<usize>> {
+        // The wait after a connection's first request is always a poll:
+        // that is where a client that connects, asks once and then idles
+        // shows itself without ever pinning buffers.
+        let first = std::mem::take(&mut self.fresh);
+        self.hot = false;
+        let expiry = self.worker.begin_hot_wait()?;
+        if !self.cbuf.has_storage() {
+            let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
+        }
+        let canceller = self.canceller.take().unwrap_or_default();
+        // Boxed: the cancellable read is large, and every connection's task
+        // (idle ones included) is as big as its largest inline await.
+        let (read, canceller) = Box::pin(hot_fill(&mut self.cbuf, &mut self.client, expiry, canceller)).await;
+        self.worker.end_hot_wait();
+        self.canceller = Some(canceller);
+        self.hot = read.is_some() && !first;
+        read
+    }
+}
+
+/// One read that `expiry` cancels; `None` if it was cancelled before any
+/// byte came. Returns the canceller to reuse (a fresh one after a cancel).
+async fn hot_fill(
+    buf: &mut ConnBuf,
+    client: &mut TcpStream,
+    expiry: IdleExpiry,
+    canceller: Canceller,
+) -> (Option<std::io::Result<usize>>, Canceller) {
+    let mut read = std::pin::pin!(buf.fill_cancelable(client, canceller.handle()));
+    let mut expiry = std::pin::pin!(expiry);
+    monoio::select! {
+        r = &mut read => (Some(r), canceller),
+        _ = &mut expiry => {
+            let fresh = canceller.cancel();
+            match read.await {
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => (None, fresh),
+                r => (Some(r), fresh),
             }
         }
     }

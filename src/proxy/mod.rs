@@ -24,6 +24,7 @@ use crate::http::BodyKind;
 use crate::runtime::{Snapshot, Worker};
 use crate::upstream::{hash_bytes, Balance, HashKey};
 use buf::{write_out, ConnBuf};
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::mem::MaybeUninit;
@@ -116,6 +117,12 @@ pub struct Session {
     replay: Vec<u8>,
     /// The current request's server order (reused buffer).
     plan: Vec<usize>,
+    /// Wait for the next request with a hot read (see `read_head`).
+    hot: bool,
+    /// No request has completed on this connection yet.
+    fresh: bool,
+    /// Cancels a hot read whose window passed; kept between hot reads.
+    canceller: Option<Canceller>,
 }
 
 impl Session {
@@ -147,6 +154,9 @@ impl Session {
             upgrade_offer: Vec::new(),
             replay: Vec::new(),
             plan: Vec::new(),
+            hot: true,
+            fresh: true,
+            canceller: None,
             worker,
         }
     }

@@ -10,8 +10,9 @@ pub mod ring;
 mod worker;
 
 pub use control::{Command, Control, ReloadError};
+pub use idle::IdleExpiry;
 pub use listener::{bind_group, bind_reuseport};
-pub use worker::{Snapshot, Worker};
+pub use worker::{Snapshot, Worker, HOT_WINDOW_MS};
 
 use std::io;
 use std::net::SocketAddr;

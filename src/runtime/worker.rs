@@ -26,6 +26,12 @@ const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// Spare connection buffers kept per worker (enough for the connections
 /// that are mid-request at once; idle ones hold none).
 const SPARE_BUFS: usize = 512;
+/// How long a hot wait (see `begin_hot_wait`) may hold its buffers before it
+/// is cancelled: between one and two of these, plus up to one `TICK`.
+pub const HOT_WINDOW_MS: u64 = 20;
+/// Most hot waits per worker at once. Each pins a connection's buffers, so
+/// this bounds what connections that go quiet can hold.
+const HOT_WAITS_MAX: usize = 256;
 /// Pause after an accept error (e.g. out of file descriptors) so a worker
 /// does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
@@ -56,6 +62,9 @@ pub struct Worker {
     open: Cell<usize>,
     /// Idle keep-alive connections, by the second their `client_idle` ends.
     idle_wheel: IdleWheel,
+    /// Hot waits, by the `HOT_WINDOW_MS` period in which they are cancelled.
+    hot_wheel: IdleWheel,
+    hot_waits: Cell<usize>,
     /// Upstream connections in use, by server id.
     upstream_in_use: RefCell<Vec<usize>>,
     /// Spare connection buffers: sessions borrow one per side while a
@@ -82,6 +91,8 @@ impl Worker {
             active: Cell::new(0),
             open: Cell::new(0),
             idle_wheel: IdleWheel::default(),
+            hot_wheel: IdleWheel::default(),
+            hot_waits: Cell::new(0),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
             spare_bufs: RefCell::new(Vec::new()),
@@ -184,9 +195,28 @@ impl Worker {
         self.idle_wheel.expiry(due)
     }
 
-    /// Ends the idle waits that are due (all of them when `all`).
+    /// Starts a hot wait if the budget allows: a read that holds the
+    /// connection's buffer while the next request is expected within
+    /// moments, instead of a readiness poll and then a read (one ring
+    /// operation fewer per request). The expiry says when to cancel it;
+    /// `end_hot_wait` must follow.
+    pub fn begin_hot_wait(&self) -> Option<IdleExpiry> {
+        if self.hot_waits.get() >= HOT_WAITS_MAX {
+            return None;
+        }
+        self.hot_waits.set(self.hot_waits.get() + 1);
+        Some(self.hot_wheel.expiry(now_ms() / HOT_WINDOW_MS + 2))
+    }
+
+    pub fn end_hot_wait(&self) {
+        self.hot_waits.set(self.hot_waits.get().saturating_sub(1));
+    }
+
+    /// Ends the idle and hot waits that are due (all of them when `all`).
     fn expire_idle(&self, all: bool) {
-        self.idle_wheel.fire(if all { None } else { Some(now_ms() / 1000) });
+        let now = now_ms();
+        self.hot_wheel.fire(if all { None } else { Some(now / HOT_WINDOW_MS) });
+        self.idle_wheel.fire(if all { None } else { Some(now / 1000) });
     }
 
     pub fn request_started(&self) {
