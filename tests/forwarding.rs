@@ -160,7 +160,32 @@ fn http10_client_without_keep_alive_gets_connection_close() {
 #[test]
 fn keep_alive_requests_after_any_pause_are_served_across_the_hot_window() {
     let b = RecordingBackend::echo_id("b");
-    let proxy = proxy_to(&b);
+    requests_across_the_hot_window(&b, &proxy_to(&b));
+}
+
+/// The same on the epoll driver, whose cancellation path is its own.
+#[test]
+fn keep_alive_requests_after_any_pause_are_served_across_the_hot_window_on_epoll() {
+    let b = RecordingBackend::echo_id("b");
+    let proxy = Proxy::start(&format!(
+        r#"[runtime]
+threads = 1
+driver = "epoll"
+
+[upstreams.a]
+servers = ["{}"]
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+routes = [ {{ prefix = "/", upstream = "a" }} ]
+"#,
+        b.addr()
+    ));
+    requests_across_the_hot_window(&b, &proxy);
+}
+
+fn requests_across_the_hot_window(b: &RecordingBackend, proxy: &Proxy) {
     let mut c = Client::connect(proxy.addr("public"));
     let pauses_ms = [0u64, 1, 5, 15, 19, 21, 25, 30, 35, 39, 41, 45, 55, 60, 65, 80, 120, 0, 0, 30];
     for (i, pause) in pauses_ms.iter().enumerate() {
