@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for ringway's benchmarks (issue 6): ringway vs nginx vs HAProxy.
 #
-#   bench/run.sh            full run (scenarios a-e, 1 and 2 workers; ~12 min on 2 cores)
+#   bench/run.sh            full run (scenarios a-e, 1 and 2 workers; ~13 min on 2 cores)
 #   bench/run.sh --quick    under a minute: (a) 1 worker, (c) 4 KiB + Connection: close, (e) 2000 conns
 #   bench/run.sh --tuning   tuning lab: ringway's [runtime] knobs one at a time -> docs/tuning.md
 #   bench/run.sh --help     all options (base port, proxies, workers, rounds)
