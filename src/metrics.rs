@@ -119,11 +119,22 @@ impl WorkerMetrics {
     }
 
     pub fn connection_opened(&mut self, listener: &Arc<str>) {
-        *self.connections.entry(Arc::clone(listener)).or_insert(0) += 1;
+        self.count_connection(listener, 1);
     }
 
     pub fn connection_closed(&mut self, listener: &Arc<str>) {
-        *self.connections.entry(Arc::clone(listener)).or_insert(0) -= 1;
+        self.count_connection(listener, -1);
+    }
+
+    /// Looks up before inserting: cloning the shared `Arc` on every
+    /// connection would write its count, a cache line all workers share.
+    fn count_connection(&mut self, listener: &Arc<str>, delta: i64) {
+        match self.connections.get_mut(listener) {
+            Some(n) => *n += delta,
+            None => {
+                self.connections.insert(Arc::clone(listener), delta);
+            }
+        }
     }
 
     pub fn retry(&mut self) {

@@ -15,6 +15,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit it, so workers need not set it per connection.
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
@@ -45,5 +46,14 @@ mod tests {
         for s in &socks {
             assert_eq!(s.local_addr().expect("local"), addr);
         }
+    }
+
+    #[test]
+    fn accepted_connections_inherit_nodelay() {
+        let l = bind_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        l.set_nonblocking(false).expect("blocking");
+        let _client = std::net::TcpStream::connect(l.local_addr().expect("local")).expect("connect");
+        let (accepted, _) = l.accept().expect("accept");
+        assert!(accepted.nodelay().expect("nodelay"), "the accept loop relies on this");
     }
 }

@@ -340,10 +340,14 @@ impl Worker {
 }
 
 async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, cancel: CancelHandle) {
+    // This worker's own copy: sessions clone it per connection, and the
+    // count of a shared `Arc` would be a cache line every worker writes.
+    let name: Arc<str> = Arc::from(&*name);
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listening socket (Linux copies
+                // it to accepted ones), saving a syscall per connection.
                 monoio::spawn(Session::new(Rc::clone(&worker), Arc::clone(&name), stream, peer).run());
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
