@@ -25,11 +25,21 @@ impl Session {
         if let Some(v) = self.ubuf.release() {
             self.worker.put_buf(v);
         }
+        self.shrink_for_hot();
+        for scratch in [&mut self.out, &mut self.replay, &mut self.uhead, &mut self.path, &mut self.log_req] {
+            if scratch.capacity() > 0 {
+                self.worker.put_scratch(std::mem::take(scratch));
+            }
+        }
+    }
+
+    /// Before a hot wait: scratch buffers that one large request grew (a
+    /// replay body, a long head) go back; small ones stay for the next
+    /// request, which is expected within moments.
+    fn shrink_for_hot(&mut self) {
         for scratch in [&mut self.out, &mut self.replay, &mut self.uhead, &mut self.path, &mut self.log_req] {
             if scratch.capacity() > KEEP_SCRATCH_BYTES {
                 self.worker.put_buf(std::mem::take(scratch));
-            } else if scratch.capacity() > 0 {
-                self.worker.put_scratch(std::mem::take(scratch));
             }
         }
     }
@@ -137,6 +147,7 @@ impl Session {
         let first = std::mem::take(&mut self.fresh);
         self.hot = false;
         let expiry = self.worker.begin_hot_wait()?;
+        self.shrink_for_hot();
         if !self.cbuf.has_storage() {
             let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
         }
