@@ -1009,8 +1009,13 @@ def targets(summary, args):
         rw = rows["ringway"]
         if rw and rw["bytes_per_conn"] is not None:
             n = rw["variant"]
+            verdict = "met" if rw["bytes_per_conn"] <= 2048 and not rw["errors"] else "not met"
+            if not n.startswith("10000 "):
+                # Fixed per-process growth (spare buffer lists, slab pages)
+                # weighs more over fewer connections: about 2.1 KiB at 2,000.
+                verdict = f"indicative only, the target is at 10000 conns ({verdict} here)"
             out.append((f"4. idle keep-alive connections add ≤ 2 KiB each ({n}), {w} worker(s)",
-                        "met" if rw["bytes_per_conn"] <= 2048 and not rw["errors"] else "not met",
+                        verdict,
                         ", ".join(f"{px} {fmt(r(rows[px], 'bytes_per_conn'), 0)} B/conn" for px in PROXIES if rows[px])))
     # 5. streaming
     for w in sorted({s["workers"] for s in summary if s["scenario"] == "d_stream"}):
