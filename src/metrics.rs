@@ -119,22 +119,11 @@ impl WorkerMetrics {
     }
 
     pub fn connection_opened(&mut self, listener: &Arc<str>) {
-        self.count_connection(listener, 1);
+        *self.connections.entry(Arc::clone(listener)).or_insert(0) += 1;
     }
 
     pub fn connection_closed(&mut self, listener: &Arc<str>) {
-        self.count_connection(listener, -1);
-    }
-
-    /// Looks up before inserting: cloning the shared `Arc` on every
-    /// connection would write its count, a cache line all workers share.
-    fn count_connection(&mut self, listener: &Arc<str>, delta: i64) {
-        match self.connections.get_mut(listener) {
-            Some(n) => *n += delta,
-            None => {
-                self.connections.insert(Arc::clone(listener), delta);
-            }
-        }
+        *self.connections.entry(Arc::clone(listener)).or_insert(0) -= 1;
     }
 
     pub fn retry(&mut self) {

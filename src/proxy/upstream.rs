@@ -55,6 +55,17 @@ pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStre
     }
 }
 
+/// Writes all of `buf` and gives it back unchanged, since a retry may send
+/// the same bytes again. (On a timeout the bytes are lost with the write.)
+async fn send_kept(up: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration, gone: ProxyError) -> Result<(), ProxyError> {
+    let (res, back) = match timeout(limit, up.write_all(std::mem::take(buf))).await {
+        Ok(r) => r,
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+    };
+    *buf = back;
+    res.map(drop).map_err(|_| gone)
+}
+
 impl Session {
     /// One attempt: request out, response back.
     pub(super) async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
@@ -80,22 +91,11 @@ impl Session {
             if coalesce {
                 self.uhead.extend_from_slice(&self.replay);
             }
-            let head = std::mem::take(&mut self.uhead);
-            let (res, mut head) = match timeout(t.upstream_send, up.write_all(head)).await {
-                Ok(r) => r,
-                Err(_) => return Err(ProxyError::UpstreamTimeout),
-            };
-            head.truncate(head_len);
-            self.uhead = head;
-            res.map_err(|_| gone)?;
+            let sent = send_kept(up, &mut self.uhead, t.upstream_send, gone).await;
+            self.uhead.truncate(head_len);
+            sent?;
             if x.replay && !coalesce {
-                let body = std::mem::take(&mut self.replay);
-                let (res, body) = match timeout(t.upstream_send, up.write_all(body)).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(ProxyError::UpstreamTimeout),
-                };
-                self.replay = body;
-                res.map_err(|_| gone)?;
+                send_kept(up, &mut self.replay, t.upstream_send, gone).await?;
             }
         }
         if streamed {
