@@ -50,6 +50,10 @@ pub enum ProxyError {
     Connect,
     /// The upstream did not answer within `upstream_response`.
     UpstreamTimeout,
+    /// The upstream stopped reading the request (`upstream_send`). Never
+    /// retried: the request bytes went down with the write that timed out,
+    /// and part of them may have reached the server.
+    UpstreamSendTimeout,
     /// The upstream closed or reset; `reused` says the connection came
     /// from the pool, `answered` whether any response byte had arrived.
     UpstreamGone { reused: bool, answered: bool },
@@ -75,6 +79,7 @@ impl ProxyError {
             | ProxyError::ClientBodyTooLarge => Side::Client,
             ProxyError::Connect
             | ProxyError::UpstreamTimeout
+            | ProxyError::UpstreamSendTimeout
             | ProxyError::UpstreamGone { .. }
             | ProxyError::BadResponse(_)
             | ProxyError::UpstreamBody(_)
@@ -96,7 +101,7 @@ impl ProxyError {
             | ProxyError::UpstreamGone { .. }
             | ProxyError::BadResponse(_)
             | ProxyError::UpstreamBody(_) => Some(502),
-            ProxyError::UpstreamTimeout => Some(504),
+            ProxyError::UpstreamTimeout | ProxyError::UpstreamSendTimeout => Some(504),
             ProxyError::NoServer | ProxyError::ListenerGone => Some(503),
         }
     }
@@ -120,6 +125,8 @@ mod tests {
         assert_eq!(ProxyError::Request(RequestError::TooManyHeaders).status(), Some(431));
         assert_eq!(ProxyError::ClientHeaderTimeout.status(), Some(408));
         assert_eq!(ProxyError::UpstreamTimeout.status(), Some(504));
+        assert_eq!(ProxyError::UpstreamSendTimeout.status(), Some(504));
+        assert_eq!(ProxyError::UpstreamSendTimeout.side(), Side::Upstream);
         assert_eq!(ProxyError::Connect.side(), Side::Upstream);
         assert_eq!(ProxyError::ClientGone.status(), None);
         assert_eq!(ProxyError::ClientBodyTimeout.status(), Some(408));
@@ -134,6 +141,7 @@ mod tests {
         assert_eq!(ProxyError::UpstreamGone { reused: false, answered: false }.retry(), Retry::IfReplayable);
         assert_eq!(ProxyError::UpstreamGone { reused: true, answered: true }.retry(), Retry::No);
         assert_eq!(ProxyError::UpstreamTimeout.retry(), Retry::IfReplayableOnTimeout);
+        assert_eq!(ProxyError::UpstreamSendTimeout.retry(), Retry::No);
         assert_eq!(ProxyError::ClientGone.retry(), Retry::No);
         assert_eq!(ProxyError::BadResponse("x").retry(), Retry::No);
     }

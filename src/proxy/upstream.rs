@@ -28,7 +28,7 @@ const COALESCE_BODY_BYTES: usize = 16 * 1024;
 pub(super) fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
-        Err(ProxyError::UpstreamTimeout) => Outcome::Timeout,
+        Err(ProxyError::UpstreamTimeout | ProxyError::UpstreamSendTimeout) => Outcome::Timeout,
         Err(ProxyError::UpstreamGone { .. }) => Outcome::Reset,
         Err(ProxyError::BadResponse(_) | ProxyError::UpstreamBody(_)) => Outcome::BadResponse,
         Err(ProxyError::Connect) => Outcome::ConnectError,
@@ -56,11 +56,12 @@ pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStre
 }
 
 /// Writes all of `buf` and gives it back unchanged, since a retry may send
-/// the same bytes again. (On a timeout the bytes are lost with the write.)
+/// the same bytes again. On a timeout the bytes are lost with the write,
+/// which is why `UpstreamSendTimeout` never retries.
 async fn send_kept(up: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration, gone: ProxyError) -> Result<(), ProxyError> {
     let (res, back) = match timeout(limit, up.write_all(std::mem::take(buf))).await {
         Ok(r) => r,
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Err(_) => return Err(ProxyError::UpstreamSendTimeout),
     };
     *buf = back;
     res.map(drop).map_err(|_| gone)
@@ -115,7 +116,7 @@ impl Session {
                 RelayError::SrcFraming(c) => ProxyError::ClientBody(c),
                 RelayError::TooLarge => ProxyError::ClientBodyTooLarge,
                 RelayError::DstIo => ProxyError::UpstreamGone { reused, answered: false },
-                RelayError::DstTimeout => ProxyError::UpstreamTimeout,
+                RelayError::DstTimeout => ProxyError::UpstreamSendTimeout,
             })?;
         }
 
