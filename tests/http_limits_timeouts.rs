@@ -235,3 +235,74 @@ fn hung_backend_is_504_after_upstream_response() {
     b.wait_closed(1);
     assert_eq!(b.connections_accepted(), 1, "a timed-out request must not be retried");
 }
+
+/// Sends a head declaring `declared` body bytes and only 10 of them, then
+/// waits for the answer; returns it and how long it took.
+fn stall_mid_body(proxy: &Proxy, declared: usize) -> (RawReply, Duration) {
+    let mut c = Conn::connect(proxy.addr("public"));
+    let start = Instant::now();
+    c.write(format!("PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: {declared}\r\n\r\n0123456789").as_bytes());
+    let r = read_reply(&mut c);
+    (r, start.elapsed())
+}
+
+#[test]
+fn a_client_stalling_mid_body_gets_408_after_client_body() {
+    let b = RecordingBackend::echo_id("b");
+    let proxy = proxy_with(&b, &[("client_body", "1s")], &[]);
+    // 100 bytes: a replayable body, read whole before the first attempt.
+    // 1 MB: streamed to the backend as it arrives.
+    for declared in [100, 1_000_000] {
+        let (r, took) = stall_mid_body(&proxy, declared);
+        r.assert_one_and_closed(&[408]);
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "408 after {took:?}");
+    }
+    assert!(b.wait_until(|_, closed| closed == b.connections_accepted()), "upstream connection left open");
+}
+
+#[test]
+fn a_backend_stalling_mid_body_is_cut_after_upstream_response() {
+    let b = RecordingBackend::start(|_| {
+        Reply::Stream(Box::new(|s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")?;
+            // Stall until the proxy gives up and closes.
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+            Ok(())
+        }))
+    });
+    let proxy = proxy_with(&b, &[("upstream_response", "1s")], &[]);
+    let start = Instant::now();
+    let r = exchange(proxy.addr("public"), b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    let took = start.elapsed();
+    assert!(r.closed, "the proxy kept the client waiting on a stalled body");
+    let text = String::from_utf8_lossy(&r.bytes).to_string();
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "{text:?}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "cut after {took:?}");
+    b.wait_closed(1);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_client_send() {
+    let b = RecordingBackend::start(|_| {
+        Reply::Stream(Box::new(|s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")?;
+            // Far more than the sockets on the way can hold; the write
+            // fails once the proxy gives up on its client and closes.
+            let block = vec![b'x'; 64 * 1024];
+            for _ in 0..16 * 1024 {
+                s.write_all(&block)?;
+            }
+            Ok(())
+        }))
+    });
+    let proxy = proxy_with(&b, &[("client_send", "1s")], &[]);
+    let mut c = Conn::connect(proxy.addr("public"));
+    c.write(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    let start = Instant::now();
+    assert!(c.read_until(b"\r\n\r\n", 64 * 1024).expect("head").is_some(), "no response head");
+    // The client reads nothing more; the proxy must drop both sides.
+    b.wait_closed(1);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900), "dropped after {took:?}, before client_send");
+}

@@ -11,8 +11,8 @@
 use super::buf::{write_out, ConnBuf};
 use crate::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
 use crate::http::BodyKind;
+use crate::runtime::Watch;
 use monoio::net::TcpStream;
-use monoio::time::timeout;
 use std::time::Duration;
 
 /// Bytes of re-encoded output gathered before a write.
@@ -51,6 +51,8 @@ pub struct Relay<'a> {
     pub srcbuf: &'a mut ConnBuf,
     pub dst: &'a mut TcpStream,
     pub out: &'a mut Vec<u8>,
+    /// Times each read and write (the request's watchdog slot).
+    pub watch: Watch<'a>,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub max_bytes: Option<u64>,
@@ -58,7 +60,7 @@ pub struct Relay<'a> {
 
 impl Relay<'_> {
     async fn read(&mut self) -> Result<usize, RelayError> {
-        match timeout(self.read_timeout, self.srcbuf.fill(self.src)).await {
+        match self.watch.limit(self.read_timeout, self.srcbuf.fill(self.src)).await {
             Err(_) => Err(RelayError::SrcTimeout),
             Ok(Err(_)) => Err(RelayError::SrcIo),
             Ok(Ok(n)) => Ok(n),
@@ -69,7 +71,7 @@ impl Relay<'_> {
         if self.out.is_empty() {
             return Ok(());
         }
-        match timeout(self.write_timeout, write_out(self.dst, self.out)).await {
+        match self.watch.limit(self.write_timeout, write_out(self.dst, self.out)).await {
             Err(_) => Err(RelayError::DstTimeout),
             Ok(Err(_)) => Err(RelayError::DstIo),
             Ok(Ok(())) => Ok(()),
@@ -78,7 +80,7 @@ impl Relay<'_> {
 
     /// Sends the first `n` buffered bytes on as they are.
     async fn pass(&mut self, n: usize) -> Result<(), RelayError> {
-        match timeout(self.write_timeout, self.srcbuf.write_to(self.dst, n)).await {
+        match self.watch.limit(self.write_timeout, self.srcbuf.write_to(self.dst, n)).await {
             Err(_) => Err(RelayError::DstTimeout),
             Ok(Err(_)) => Err(RelayError::DstIo),
             Ok(Ok(())) => Ok(()),

@@ -80,14 +80,16 @@ impl Session {
                 self.scanner.reset();
             }
             if !self.cbuf.is_empty() {
-                let header_timeout = self.config.timeouts.client_header;
-                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
                 match self.scanner.scan(self.cbuf.data(), self.config.limits.max_header_bytes) {
                     Ok(Some(n)) => return Ok(Some(n)),
                     Ok(None) => {}
                     Err(HeadError::BareLf) => return Err(ProxyError::Request(RequestError::BadRequest("bare LF"))),
                     Err(HeadError::TooLarge) => return Err(ProxyError::Request(RequestError::HeadTooLarge)),
                 }
+                // The head's total deadline runs from its first bytes; a
+                // head that came whole in one read needs no clock read.
+                let header_timeout = self.config.timeouts.client_header;
+                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
             }
             let read = match deadline {
                 None if self.hot => match self.hot_read().await {

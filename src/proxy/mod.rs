@@ -26,7 +26,6 @@ use crate::upstream::{hash_bytes, Balance, HashKey};
 use buf::{write_out, ConnBuf};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
-use monoio::time::timeout;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -123,6 +122,8 @@ pub struct Session {
     fresh: bool,
     /// Cancels a hot read whose window passed; kept between hot reads.
     canceller: Option<Canceller>,
+    /// The watchdog slot that times the I/O of the request in flight.
+    watch: usize,
 }
 
 impl Session {
@@ -157,6 +158,7 @@ impl Session {
             hot: true,
             fresh: true,
             canceller: None,
+            watch: usize::MAX,
             worker,
         }
     }
@@ -175,7 +177,7 @@ impl Session {
                 Ok(None) => break,
                 Ok(Some(n)) => n,
                 Err(e) => {
-                    self.worker.request_started();
+                    self.watch = self.worker.request_started();
                     let started = Instant::now();
                     Box::pin(self.answer_error(e)).await;
                     self.finish(started);
@@ -185,7 +187,7 @@ impl Session {
             // A reload while this connection idled applies to this request.
             self.config = self.worker.config();
             self.equip();
-            self.worker.request_started();
+            self.watch = self.worker.request_started();
             let started = Instant::now();
             let result = match self.prepare(head_len) {
                 Ok(x) => {
@@ -228,7 +230,8 @@ impl Session {
                 self.status = status;
                 self.bytes_sent = local::write_status(status, false, false, &mut self.out);
                 let send = self.config.timeouts.client_send;
-                let _ = timeout(send, write_out(&mut self.client, &mut self.out)).await;
+                let worker = Rc::clone(&self.worker);
+                let _ = worker.watchdog.watch(self.watch).limit(send, write_out(&mut self.client, &mut self.out)).await;
             }
             (false, None) => self.status = CLIENT_CLOSED,
             (true, _) => {}
@@ -237,9 +240,11 @@ impl Session {
 
     /// Counts the request that just ended.
     fn finish(&mut self, started: Instant) {
+        // A stale slot key could time another request's I/O: drop it now.
+        self.worker.request_finished(std::mem::replace(&mut self.watch, usize::MAX));
         let config = Rc::clone(&self.config);
         let Some(listener) = config.listeners.iter().find(|l| l.name == self.listener) else {
-            return self.worker.request_finished();
+            return;
         };
         let route = if self.routed { listener.routes.lookup(&self.path) } else { None };
         let labels = route.map_or(&listener.no_route, |(r, _)| &r.labels);
@@ -263,7 +268,6 @@ impl Session {
                 user_agent: field(r, u),
             });
         }
-        self.worker.request_finished();
     }
 
     /// Validates and routes the buffered head; for a proxied request also
@@ -358,7 +362,8 @@ impl Session {
         self.response_started = true;
         self.status = status;
         let send = self.config.timeouts.client_send;
-        match timeout(send, write_out(&mut self.client, &mut self.out)).await {
+        let worker = Rc::clone(&self.worker);
+        match worker.watchdog.watch(self.watch).limit(send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) if keep => Ok(Next::KeepAlive),
             Ok(Ok(())) => Ok(Next::Close),
             _ => Err(ProxyError::ClientGone),
@@ -367,9 +372,11 @@ impl Session {
 
     async fn drain(&mut self, mut left: u64) -> Result<(), ProxyError> {
         let idle = self.config.timeouts.client_body;
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.watch);
         while left > 0 {
             if self.cbuf.is_empty() {
-                match timeout(idle, self.cbuf.fill(&mut self.client)).await {
+                match watch.limit(idle, self.cbuf.fill(&mut self.client)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return Err(ProxyError::ClientGone),
                 }
@@ -460,6 +467,19 @@ fn side_name(side: Side) -> &'static str {
 mod size_tests {
     fn future_size<A, F: FnOnce(A) -> Fut, Fut>(_: F) -> usize {
         std::mem::size_of::<Fut>()
+    }
+
+    fn future_align<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: F) -> usize {
+        std::mem::align_of::<Fut>()
+    }
+
+    /// The exchange is boxed per request; an over-aligned future (monoio's
+    /// timer entries are 128-byte aligned) would take glibc's slow
+    /// `posix_memalign` path every time.
+    #[test]
+    fn the_exchange_future_is_not_over_aligned() {
+        let align = future_align(super::Session::exchange);
+        assert!(align <= 16, "Session::exchange future is {align}-byte aligned; box the timer inside it");
     }
 
     /// Every connection's task is as large as this future, idle or not; the

@@ -12,7 +12,6 @@ use super::upstream::{connect, outcome};
 use super::{Exchange, Next, Session};
 use crate::http::BodyKind;
 use crate::upstream::{Server, Upstream};
-use monoio::time::timeout;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -50,7 +49,9 @@ impl Session {
     }
 
     async fn attempts(&mut self, up: &Upstream, x: Exchange, plan: &[usize]) -> Result<Next, ProxyError> {
-        let deadline = Instant::now() + up.policy.retry_timeout;
+        // Seconds-long: the worker's tick clock is precise enough.
+        let retry_ms = u64::try_from(up.policy.retry_timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.worker.clock_ms().saturating_add(retry_ms);
         let replayable = (x.body == BodyKind::None || x.replay) && x.method.is_idempotent();
         let tries = up.tries();
         let mut attempts = 0;
@@ -60,7 +61,7 @@ impl Session {
         loop {
             let mut blocked = Blocked::Nothing;
             for &index in plan {
-                if attempts >= tries || (attempts > 0 && Instant::now() >= deadline) || self.response_started {
+                if attempts >= tries || (attempts > 0 && self.worker.clock_ms() >= deadline) || self.response_started {
                     break;
                 }
                 let server = &up.servers[index];
@@ -131,7 +132,8 @@ impl Session {
         let worker = Rc::clone(&self.worker);
         let mut fresh_only = false;
         loop {
-            let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id) };
+            let pooled =
+                if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id, worker.clock_ms()) };
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
@@ -156,7 +158,13 @@ impl Session {
                 Ok(done) if done.upgraded => return Ok(Next::Upgrade(conn)),
                 Ok(done) => {
                     if done.upstream_reusable {
-                        worker.pools.borrow_mut().checkin(server.id, conn, up.keepalive, up.policy.idle_timeout);
+                        worker.pools.borrow_mut().checkin(
+                            server.id,
+                            conn,
+                            up.keepalive,
+                            up.policy.idle_timeout,
+                            worker.clock_ms(),
+                        );
                     }
                     return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
                 }
@@ -181,7 +189,8 @@ impl Session {
             up.waiting.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        monoio::time::sleep(QUEUE_POLL).await;
+        // Boxed for the reason `connect` boxes its timer.
+        Box::pin(monoio::time::sleep(QUEUE_POLL)).await;
         up.waiting.fetch_sub(1, Ordering::Relaxed);
         true
     }
@@ -196,9 +205,11 @@ impl Session {
             self.send_out().await?;
         }
         self.replay.clear();
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.watch);
         while self.replay.len() < n {
             if self.cbuf.is_empty() {
-                match timeout(self.config.timeouts.client_body, self.cbuf.fill(&mut self.client)).await {
+                match watch.limit(self.config.timeouts.client_body, self.cbuf.fill(&mut self.client)).await {
                     Ok(Ok(k)) if k > 0 => {}
                     Ok(_) => return Err(ProxyError::ClientGone),
                     Err(_) => return Err(ProxyError::ClientBodyTimeout),

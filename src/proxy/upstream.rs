@@ -14,10 +14,12 @@ use crate::http::request::Method;
 use crate::http::response::{self, client_framing, ClientFraming};
 use crate::http::BodyKind;
 use crate::metrics::Outcome;
+use crate::runtime::Watch;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A buffered (replayable) request body up to this size is sent in the same
@@ -46,7 +48,9 @@ pub(super) struct Done {
 }
 
 pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
-    match timeout(limit, TcpStream::connect_addr(addr)).await {
+    // Boxed: monoio's timer entry is 128-byte aligned, and inline it would
+    // make every request's exchange future an aligned allocation.
+    match Box::pin(timeout(limit, TcpStream::connect_addr(addr))).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)
@@ -58,8 +62,14 @@ pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStre
 /// Writes all of `buf` and gives it back unchanged, since a retry may send
 /// the same bytes again. On a timeout the bytes are lost with the write,
 /// which is why `UpstreamSendTimeout` never retries.
-async fn send_kept(up: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration, gone: ProxyError) -> Result<(), ProxyError> {
-    let (res, back) = match timeout(limit, up.write_all(std::mem::take(buf))).await {
+async fn send_kept(
+    up: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    watch: Watch<'_>,
+    limit: Duration,
+    gone: ProxyError,
+) -> Result<(), ProxyError> {
+    let (res, back) = match watch.limit(limit, up.write_all(std::mem::take(buf))).await {
         Ok(r) => r,
         Err(_) => return Err(ProxyError::UpstreamSendTimeout),
     };
@@ -70,7 +80,8 @@ async fn send_kept(up: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration, gone:
 impl Session {
     /// One attempt: request out, response back.
     pub(super) async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
-        let t = self.config.timeouts;
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.watch);
         let gone = ProxyError::UpstreamGone { reused, answered: false };
         if !self.ubuf.has_storage() {
             let _ = self.ubuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
@@ -92,11 +103,11 @@ impl Session {
             if coalesce {
                 self.uhead.extend_from_slice(&self.replay);
             }
-            let sent = send_kept(up, &mut self.uhead, t.upstream_send, gone).await;
+            let sent = send_kept(up, &mut self.uhead, watch, self.config.timeouts.upstream_send, gone).await;
             self.uhead.truncate(head_len);
             sent?;
             if x.replay && !coalesce {
-                send_kept(up, &mut self.replay, t.upstream_send, gone).await?;
+                send_kept(up, &mut self.replay, watch, self.config.timeouts.upstream_send, gone).await?;
             }
         }
         if streamed {
@@ -106,8 +117,9 @@ impl Session {
                 srcbuf: &mut self.cbuf,
                 dst: up,
                 out: &mut self.out,
-                read_timeout: t.client_body,
-                write_timeout: t.upstream_send,
+                watch,
+                read_timeout: self.config.timeouts.client_body,
+                write_timeout: self.config.timeouts.upstream_send,
                 max_bytes: self.config.limits.max_body_bytes,
             };
             relay.run(x.body, enc).await.map_err(|e| match e {
@@ -135,8 +147,9 @@ impl Session {
             srcbuf: &mut self.ubuf,
             dst: &mut self.client,
             out: &mut self.out,
-            read_timeout: t.upstream_response,
-            write_timeout: t.client_send,
+            watch,
+            read_timeout: self.config.timeouts.upstream_response,
+            write_timeout: self.config.timeouts.client_send,
             max_bytes: None,
         };
         self.bytes_sent = 0;
@@ -161,7 +174,9 @@ impl Session {
     }
 
     pub(super) async fn send_out(&mut self) -> Result<(), ProxyError> {
-        match timeout(self.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.watch);
+        match watch.limit(self.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ProxyError::ClientGone),
             Err(_) => Err(ProxyError::ClientSendTimeout),
@@ -178,6 +193,8 @@ impl Session {
     ) -> Result<ResponseHead, ProxyError> {
         let wait = self.config.timeouts.upstream_response;
         let max = self.config.limits.max_header_bytes;
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.watch);
         self.scanner.reset();
         loop {
             let head_len = loop {
@@ -189,7 +206,7 @@ impl Session {
                         Err(HeadError::TooLarge) => return Err(ProxyError::BadResponse("head too large")),
                     }
                 }
-                match timeout(wait, self.ubuf.fill(up)).await {
+                match watch.limit(wait, self.ubuf.fill(up)).await {
                     Err(_) => return Err(ProxyError::UpstreamTimeout),
                     Ok(Ok(n)) if n > 0 => {}
                     Ok(_) => {

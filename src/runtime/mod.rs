@@ -7,11 +7,13 @@ mod control;
 mod idle;
 mod listener;
 pub mod ring;
+mod watchdog;
 mod worker;
 
 pub use control::{Command, Control, ReloadError};
 pub use idle::IdleExpiry;
 pub use listener::{bind_group, bind_reuseport};
+pub use watchdog::{Elapsed, Watch, Watchdog};
 pub use worker::{Snapshot, Worker, HOT_WINDOW_MS};
 
 use std::io;

@@ -4,6 +4,7 @@
 
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
+use super::watchdog::Watchdog;
 use crate::access_log::{self, LogSender};
 use crate::config::{Config, LogFormat};
 use crate::metrics::{PoolGauge, WorkerMetrics};
@@ -65,6 +66,8 @@ pub struct Worker {
     /// Hot waits, by the `HOT_WINDOW_MS` period in which they are cancelled.
     hot_wheel: IdleWheel,
     hot_waits: Cell<usize>,
+    /// The I/O timeouts of requests in flight.
+    pub watchdog: Watchdog,
     /// Upstream connections in use, by server id.
     upstream_in_use: RefCell<Vec<usize>>,
     /// Spare connection buffers: sessions borrow one per side while a
@@ -93,6 +96,7 @@ impl Worker {
             idle_wheel: IdleWheel::default(),
             hot_wheel: IdleWheel::default(),
             hot_waits: Cell::new(0),
+            watchdog: Watchdog::new(now_ms()),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
             spare_bufs: RefCell::new(Vec::new()),
@@ -212,19 +216,30 @@ impl Worker {
         self.hot_waits.set(self.hot_waits.get().saturating_sub(1));
     }
 
-    /// Ends the idle and hot waits that are due (all of them when `all`).
+    /// Ends the idle and hot waits that are due (all of them when `all`),
+    /// and the timed operations of requests whose deadline passed.
     fn expire_idle(&self, all: bool) {
         let now = now_ms();
+        self.watchdog.tick(now);
         self.hot_wheel.fire(if all { None } else { Some(now / HOT_WINDOW_MS) });
         self.idle_wheel.fire(if all { None } else { Some(now / 1000) });
     }
 
-    pub fn request_started(&self) {
-        self.active.set(self.active.get() + 1);
+    /// Milliseconds on the `now_ms` clock as of the worker's last tick: for
+    /// deadlines of seconds, where a clock read per use would be waste.
+    pub fn clock_ms(&self) -> u64 {
+        self.watchdog.now()
     }
 
-    pub fn request_finished(&self) {
+    /// Counts a request as in flight; returns its watchdog slot.
+    pub fn request_started(&self) -> usize {
+        self.active.set(self.active.get() + 1);
+        self.watchdog.enter()
+    }
+
+    pub fn request_finished(&self, watch: usize) {
         self.active.set(self.active.get().saturating_sub(1));
+        self.watchdog.leave(watch);
     }
 
     /// Counts an upstream connection to server `id` as in use (`+1`) or not.

@@ -9,11 +9,12 @@ use slab::Slab;
 use socket2::SockRef;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct PooledConn {
     stream: TcpStream,
-    expires: Instant,
+    /// On the worker's coarse millisecond clock (see `Worker::clock_ms`).
+    expires: u64,
 }
 
 #[derive(Default)]
@@ -58,12 +59,12 @@ impl UpstreamPools {
 
     /// An idle connection to server `id`, most recent first. Connections the
     /// backend closed, or that carry unsolicited bytes, or that sat idle past
-    /// the timeout are dropped on the way.
-    pub fn checkout(&mut self, id: usize) -> Option<TcpStream> {
+    /// the timeout are dropped on the way. `now_ms` is the worker's clock.
+    pub fn checkout(&mut self, id: usize, now_ms: u64) -> Option<TcpStream> {
         let pool = self.pools.get_mut(id)?;
         while let Some(key) = pool.order.pop() {
             let conn = pool.idle.remove(key);
-            if Instant::now() < conn.expires && still_usable(&conn.stream) {
+            if now_ms < conn.expires && still_usable(&conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -72,7 +73,7 @@ impl UpstreamPools {
 
     /// Returns a connection whose last exchange ended cleanly. Beyond
     /// `keepalive` idle connections the oldest is closed.
-    pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize, idle_timeout: Duration) {
+    pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize, idle_timeout: Duration, now_ms: u64) {
         if keepalive == 0 {
             return;
         }
@@ -85,7 +86,8 @@ impl UpstreamPools {
             let oldest = pool.order.remove(0);
             pool.idle.remove(oldest);
         }
-        let key = pool.idle.insert(PooledConn { stream, expires: Instant::now() + idle_timeout });
+        let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let key = pool.idle.insert(PooledConn { stream, expires: now_ms.saturating_add(idle_ms) });
         pool.order.push(key);
     }
 
@@ -101,6 +103,8 @@ mod tests {
     use std::net::SocketAddr;
 
     const LONG: Duration = Duration::from_secs(60);
+    /// The worker clock's reading in these tests.
+    const T: u64 = 1_000;
 
     /// A connected pair: our monoio stream and the backend's std end.
     async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
@@ -123,13 +127,13 @@ mod tests {
             let (ours, theirs) = pair(&l).await;
             addrs.push(local(&ours));
             keep.push(theirs);
-            pools.checkin(7, ours, 2, LONG);
+            pools.checkin(7, ours, 2, LONG, T);
         }
         assert_eq!(pools.idle_count(7), 2, "the oldest was closed at the cap");
-        assert_eq!(pools.checkout(7).map(|s| local(&s)), Some(addrs[2]));
-        assert_eq!(pools.checkout(7).map(|s| local(&s)), Some(addrs[1]));
-        assert!(pools.checkout(7).is_none());
-        assert!(pools.checkout(99).is_none(), "unknown server");
+        assert_eq!(pools.checkout(7, T).map(|s| local(&s)), Some(addrs[2]));
+        assert_eq!(pools.checkout(7, T).map(|s| local(&s)), Some(addrs[1]));
+        assert!(pools.checkout(7, T).is_none());
+        assert!(pools.checkout(99, T).is_none(), "unknown server");
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -138,25 +142,25 @@ mod tests {
         let mut pools = UpstreamPools::new();
 
         let (ours, theirs) = pair(&l).await;
-        pools.checkin(1, ours, 8, LONG);
+        pools.checkin(1, ours, 8, LONG, T);
         drop(theirs);
         monoio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pools.checkout(1).is_none(), "closed by the backend");
+        assert!(pools.checkout(1, T).is_none(), "closed by the backend");
 
         let (ours, mut theirs) = pair(&l).await;
-        pools.checkin(1, ours, 8, LONG);
+        pools.checkin(1, ours, 8, LONG, T);
         theirs.write_all(b"HTTP/1.1 200 OK\r\n").expect("write");
         monoio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pools.checkout(1).is_none(), "unsolicited bytes");
+        assert!(pools.checkout(1, T).is_none(), "unsolicited bytes");
 
         let (ours, _theirs) = pair(&l).await;
-        pools.checkin(1, ours, 8, Duration::ZERO);
-        assert!(pools.checkout(1).is_none(), "expired");
+        pools.checkin(1, ours, 8, Duration::ZERO, T);
+        assert!(pools.checkout(1, T).is_none(), "expired");
 
         let (ours, _theirs2) = pair(&l).await;
         let addr = local(&ours);
-        pools.checkin(1, ours, 8, LONG);
-        assert_eq!(pools.checkout(1).map(|s| local(&s)), Some(addr), "a clean one is reused");
+        pools.checkin(1, ours, 8, LONG, T);
+        assert_eq!(pools.checkout(1, T).map(|s| local(&s)), Some(addr), "a clean one is reused");
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -164,12 +168,12 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut pools = UpstreamPools::new();
         let (a, _ta) = pair(&l).await;
-        pools.checkin(2, a, 0, LONG);
+        pools.checkin(2, a, 0, LONG, T);
         assert_eq!(pools.idle_count(2), 0, "keepalive 0 pools nothing");
         let (b, _tb) = pair(&l).await;
         let (c, _tc) = pair(&l).await;
-        pools.checkin(2, b, 4, LONG);
-        pools.checkin(3, c, 4, LONG);
+        pools.checkin(2, b, 4, LONG, T);
+        pools.checkin(3, c, 4, LONG, T);
         pools.retain(|id| id == 3);
         assert_eq!((pools.idle_count(2), pools.idle_count(3)), (0, 1), "removed servers are drained");
     }
