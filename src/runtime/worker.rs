@@ -28,7 +28,7 @@ const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// that are mid-request at once; idle ones hold none).
 const SPARE_BUFS: usize = 512;
 /// How long a hot wait (see `begin_hot_wait`) may hold its buffers before it
-/// is cancelled: between one and two of these, plus up to one `TICK`.
+/// is cancelled: between one and three of these, plus up to one `TICK`.
 pub const HOT_WINDOW_MS: u64 = 20;
 /// Most hot waits per worker at once. Each pins a connection's buffers, so
 /// this bounds what connections that go quiet can hold.
@@ -209,7 +209,9 @@ impl Worker {
             return None;
         }
         self.hot_waits.set(self.hot_waits.get() + 1);
-        Some(self.hot_wheel.expiry(now_ms() / HOT_WINDOW_MS + 2))
+        // On the tick clock, which lags by up to a tick: one period more
+        // keeps the window at least `HOT_WINDOW_MS` long.
+        Some(self.hot_wheel.expiry(self.clock_ms() / HOT_WINDOW_MS + 3))
     }
 
     pub fn end_hot_wait(&self) {
