@@ -215,12 +215,14 @@ fn expect_100_continue_to_a_local_answer_gets_the_final_status_and_the_body_neve
     assert!(b.requests().iter().all(|r| r.target() != "/smuggled"), "{:?}", b.requests());
 }
 
-#[test]
-fn hung_backend_is_504_after_upstream_response() {
-    let b = RecordingBackend::start(|_| {
-        Reply::Stream(Box::new(|s| {
-            // Never answer; wait for the proxy to give up (bounded by the
-            // socket's read timeout).
+/// A GET through a proxy with `upstream_response = 1s` to a backend that
+/// writes `first` (maybe nothing) and then stalls until the proxy gives up
+/// and closes. Returns the answer, how long it took, the backend and the
+/// proxy (still running).
+fn get_from_stalling_backend(first: &'static [u8]) -> (RawReply, Duration, RecordingBackend, Proxy) {
+    let b = RecordingBackend::start(move |_| {
+        Reply::Stream(Box::new(move |s| {
+            s.write_all(first)?;
             let mut sink = Vec::new();
             let _ = s.read_to_end(&mut sink);
             Ok(())
@@ -228,8 +230,13 @@ fn hung_backend_is_504_after_upstream_response() {
     });
     let proxy = proxy_with(&b, &[("upstream_response", "1s")], &[]);
     let start = Instant::now();
-    let r = exchange(proxy.addr("public"), b"GET /hang HTTP/1.1\r\nHost: h\r\n\r\n");
-    let took = start.elapsed();
+    let r = exchange(proxy.addr("public"), b"GET /stall HTTP/1.1\r\nHost: h\r\n\r\n");
+    (r, start.elapsed(), b, proxy)
+}
+
+#[test]
+fn hung_backend_is_504_after_upstream_response() {
+    let (r, took, b, _proxy) = get_from_stalling_backend(b"");
     r.assert_one_and_closed(&[504]);
     assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "504 after {took:?}");
     b.wait_closed(1);
@@ -262,19 +269,7 @@ fn a_client_stalling_mid_body_gets_408_after_client_body() {
 
 #[test]
 fn a_backend_stalling_mid_body_is_cut_after_upstream_response() {
-    let b = RecordingBackend::start(|_| {
-        Reply::Stream(Box::new(|s| {
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")?;
-            // Stall until the proxy gives up and closes.
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink);
-            Ok(())
-        }))
-    });
-    let proxy = proxy_with(&b, &[("upstream_response", "1s")], &[]);
-    let start = Instant::now();
-    let r = exchange(proxy.addr("public"), b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
-    let took = start.elapsed();
+    let (r, took, b, _proxy) = get_from_stalling_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
     assert!(r.closed, "the proxy kept the client waiting on a stalled body");
     let text = String::from_utf8_lossy(&r.bytes).to_string();
     assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "{text:?}");
