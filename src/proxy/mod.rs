@@ -469,17 +469,31 @@ mod size_tests {
         std::mem::size_of::<Fut>()
     }
 
-    fn future_align<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: F) -> usize {
-        std::mem::align_of::<Fut>()
+    fn layout2<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: F) -> (usize, usize) {
+        (std::mem::size_of::<Fut>(), std::mem::align_of::<Fut>())
     }
 
-    /// The exchange is boxed per request; an over-aligned future (monoio's
-    /// timer entries are 128-byte aligned) would take glibc's slow
-    /// `posix_memalign` path every time.
+    fn layout4<A, B, C, D, F: FnOnce(A, B, C, D) -> Fut, Fut>(_: F) -> (usize, usize) {
+        (std::mem::size_of::<Fut>(), std::mem::align_of::<Fut>())
+    }
+
+    /// Largest block glibc serves from its per-thread cache (tcache).
+    const TCACHE_MAX_BYTES: usize = 1032;
+
+    /// The exchange and the upstream attempt inside it are boxed per
+    /// request. Each must stay within glibc's tcache and at 16-byte
+    /// alignment: a larger block goes through the small bins, and an
+    /// over-aligned one (monoio's timer entries are 128-byte aligned)
+    /// through `posix_memalign`'s slow path, on every request.
     #[test]
-    fn the_exchange_future_is_not_over_aligned() {
-        let align = future_align(super::Session::exchange);
-        assert!(align <= 16, "Session::exchange future is {align}-byte aligned; box the timer inside it");
+    fn the_per_request_boxes_take_mallocs_fast_path() {
+        for (name, (size, align)) in [
+            ("Session::exchange", layout2(super::Session::exchange)),
+            ("Session::forward", layout4(super::Session::forward)),
+        ] {
+            assert!(align <= 16, "{name} future is {align}-byte aligned; box the timer inside it");
+            assert!(size <= TCACHE_MAX_BYTES, "{name} future grew to {size} bytes; box a large part of it");
+        }
     }
 
     /// Every connection's task is as large as this future, idle or not; the

@@ -151,7 +151,9 @@ impl Session {
             };
             worker.upstream_in_use(server.id, true);
             self.upstream_addr = Some(server.addr);
-            let result = self.forward(&mut conn, x, reused).await;
+            // Boxed apart from the exchange so that each box stays within
+            // glibc's per-thread cache (see the size tests in `proxy`).
+            let result = Box::pin(self.forward(&mut conn, x, reused)).await;
             worker.upstream_in_use(server.id, false);
             worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&result));
             match result {
