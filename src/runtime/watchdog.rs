@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// Added to every deadline: the clock is read once per tick, so it lags the
 /// real time by up to one tick, and a timeout must never end early.
-const SLACK_MS: u64 = 20;
+const SLACK_MS: u64 = super::worker::TICK_MS;
 
 /// A timed operation did not finish before its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,9 +182,9 @@ mod tests {
         monoio::time::sleep(Duration::from_millis(1)).await;
         dog.tick(1_100);
         monoio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(dog.slots.borrow()[key].deadline, 1_120, "deadline: clock + limit + slack");
+        assert_eq!(dog.slots.borrow()[key].deadline, 1_100 + SLACK_MS, "deadline: clock + limit + slack");
         assert!(!dog.slots.borrow()[key].fired, "fired before the slack passed");
-        dog.tick(1_120);
+        dog.tick(1_100 + SLACK_MS);
         assert_eq!(op.await, Err(Elapsed));
         dog.leave(key);
         assert!(dog.slots.borrow().is_empty());

@@ -19,8 +19,10 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// How often a worker looks at its command channel and the shutdown flag.
-const TICK: Duration = Duration::from_millis(20);
+/// How often a worker looks at its command channel and the shutdown flag,
+/// and fires its wheels and its watchdog.
+pub(super) const TICK_MS: u64 = 20;
+const TICK: Duration = Duration::from_millis(TICK_MS);
 /// After in-flight requests finish, how long a stopping worker waits for
 /// its remaining (idle or half-sent) connections to close.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
