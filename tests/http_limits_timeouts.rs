@@ -299,5 +299,56 @@ fn a_client_that_stops_reading_is_dropped_after_client_send() {
     // The client reads nothing more; the proxy must drop both sides.
     b.wait_closed(1);
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(900), "dropped after {took:?}, before client_send");
+    // Filling the sockets on the way takes a moment before the 1 s starts.
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "dropped after {took:?}");
+}
+
+#[test]
+fn a_backend_that_stops_reading_the_body_is_504_after_upstream_send_and_not_retried() {
+    // Accepts, reads nothing, and holds each connection until the test ends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    let backend = std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut held = Vec::new();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while matches!(done_rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)) && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push(s);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let header = runtime_config(1, &[("upstream_send", "1s"), ("client_body", "20s")], &[]);
+    let proxy = proxy_custom(&header, addr, r#"{ prefix = "/", upstream = "x" }"#);
+    // 256 MiB declared: streamed (not replayable), far more than the
+    // sockets on the way can hold.
+    let total: usize = 256 << 20;
+    let mut c = Conn::connect(proxy.addr("public"));
+    c.write(format!("PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: {total}\r\n\r\n").as_bytes());
+    let mut writer = c.stream.try_clone().expect("clone");
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..total / block.len() {
+            if writer.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let r = read_reply(&mut c);
+    let took = start.elapsed();
+    r.assert_one_and_closed(&[504]);
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "504 after {took:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "a send timeout must not be retried");
+    drop(c);
+    let _ = sender.join();
+    let _ = done_tx.send(());
+    let _ = backend.join();
 }

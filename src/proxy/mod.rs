@@ -122,8 +122,9 @@ pub struct Session {
     fresh: bool,
     /// Cancels a hot read whose window passed; kept between hot reads.
     canceller: Option<Canceller>,
-    /// The watchdog slot that times the I/O of the request in flight.
-    watch: usize,
+    /// The watchdog slot that times the I/O of the request in flight;
+    /// `usize::MAX` between requests, when no operation may be timed.
+    watch_slot: usize,
 }
 
 impl Session {
@@ -158,7 +159,7 @@ impl Session {
             hot: true,
             fresh: true,
             canceller: None,
-            watch: usize::MAX,
+            watch_slot: usize::MAX,
             worker,
         }
     }
@@ -177,7 +178,7 @@ impl Session {
                 Ok(None) => break,
                 Ok(Some(n)) => n,
                 Err(e) => {
-                    self.watch = self.worker.request_started();
+                    self.watch_slot = self.worker.request_started();
                     let started = Instant::now();
                     Box::pin(self.answer_error(e)).await;
                     self.finish(started);
@@ -187,7 +188,7 @@ impl Session {
             // A reload while this connection idled applies to this request.
             self.config = self.worker.config();
             self.equip();
-            self.watch = self.worker.request_started();
+            self.watch_slot = self.worker.request_started();
             let started = Instant::now();
             let result = match self.prepare(head_len) {
                 Ok(x) => {
@@ -231,7 +232,11 @@ impl Session {
                 self.bytes_sent = local::write_status(status, false, false, &mut self.out);
                 let send = self.config.timeouts.client_send;
                 let worker = Rc::clone(&self.worker);
-                let _ = worker.watchdog.watch(self.watch).limit(send, write_out(&mut self.client, &mut self.out)).await;
+                let _ = worker
+                    .watchdog
+                    .watch(self.watch_slot)
+                    .limit(send, write_out(&mut self.client, &mut self.out))
+                    .await;
             }
             (false, None) => self.status = CLIENT_CLOSED,
             (true, _) => {}
@@ -241,7 +246,7 @@ impl Session {
     /// Counts the request that just ended.
     fn finish(&mut self, started: Instant) {
         // A stale slot key could time another request's I/O: drop it now.
-        self.worker.request_finished(std::mem::replace(&mut self.watch, usize::MAX));
+        self.worker.request_finished(std::mem::replace(&mut self.watch_slot, usize::MAX));
         let config = Rc::clone(&self.config);
         let Some(listener) = config.listeners.iter().find(|l| l.name == self.listener) else {
             return;
@@ -363,7 +368,7 @@ impl Session {
         self.status = status;
         let send = self.config.timeouts.client_send;
         let worker = Rc::clone(&self.worker);
-        match worker.watchdog.watch(self.watch).limit(send, write_out(&mut self.client, &mut self.out)).await {
+        match worker.watchdog.watch(self.watch_slot).limit(send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) if keep => Ok(Next::KeepAlive),
             Ok(Ok(())) => Ok(Next::Close),
             _ => Err(ProxyError::ClientGone),
@@ -373,7 +378,7 @@ impl Session {
     async fn drain(&mut self, mut left: u64) -> Result<(), ProxyError> {
         let idle = self.config.timeouts.client_body;
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch);
+        let watch = worker.watchdog.watch(self.watch_slot);
         while left > 0 {
             if self.cbuf.is_empty() {
                 match watch.limit(idle, self.cbuf.fill(&mut self.client)).await {

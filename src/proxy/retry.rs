@@ -11,6 +11,7 @@ use super::error::{ProxyError, Retry};
 use super::upstream::{connect, outcome};
 use super::{Exchange, Next, Session};
 use crate::http::BodyKind;
+use crate::runtime::coarse_ms;
 use crate::upstream::{Server, Upstream};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -49,9 +50,9 @@ impl Session {
     }
 
     async fn attempts(&mut self, up: &Upstream, x: Exchange, plan: &[usize]) -> Result<Next, ProxyError> {
-        // Seconds-long: the worker's tick clock is precise enough.
+        // Seconds-long: the coarse clock is precise enough.
         let retry_ms = u64::try_from(up.policy.retry_timeout.as_millis()).unwrap_or(u64::MAX);
-        let deadline = self.worker.clock_ms().saturating_add(retry_ms);
+        let deadline = coarse_ms().saturating_add(retry_ms);
         let replayable = (x.body == BodyKind::None || x.replay) && x.method.is_idempotent();
         let tries = up.tries();
         let mut attempts = 0;
@@ -61,7 +62,7 @@ impl Session {
         loop {
             let mut blocked = Blocked::Nothing;
             for &index in plan {
-                if attempts >= tries || (attempts > 0 && self.worker.clock_ms() >= deadline) || self.response_started {
+                if attempts >= tries || (attempts > 0 && coarse_ms() >= deadline) || self.response_started {
                     break;
                 }
                 let server = &up.servers[index];
@@ -132,8 +133,7 @@ impl Session {
         let worker = Rc::clone(&self.worker);
         let mut fresh_only = false;
         loop {
-            let pooled =
-                if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id, worker.clock_ms()) };
+            let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id, coarse_ms()) };
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
@@ -165,7 +165,7 @@ impl Session {
                             conn,
                             up.keepalive,
                             up.policy.idle_timeout,
-                            worker.clock_ms(),
+                            coarse_ms(),
                         );
                     }
                     return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
@@ -208,7 +208,7 @@ impl Session {
         }
         self.replay.clear();
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch);
+        let watch = worker.watchdog.watch(self.watch_slot);
         while self.replay.len() < n {
             if self.cbuf.is_empty() {
                 match watch.limit(self.config.timeouts.client_body, self.cbuf.fill(&mut self.client)).await {

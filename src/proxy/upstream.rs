@@ -81,7 +81,7 @@ impl Session {
     /// One attempt: request out, response back.
     pub(super) async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch);
+        let watch = worker.watchdog.watch(self.watch_slot);
         let gone = ProxyError::UpstreamGone { reused, answered: false };
         if !self.ubuf.has_storage() {
             let _ = self.ubuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
@@ -175,7 +175,7 @@ impl Session {
 
     pub(super) async fn send_out(&mut self) -> Result<(), ProxyError> {
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch);
+        let watch = worker.watchdog.watch(self.watch_slot);
         match watch.limit(self.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ProxyError::ClientGone),
@@ -194,7 +194,7 @@ impl Session {
         let wait = self.config.timeouts.upstream_response;
         let max = self.config.limits.max_header_bytes;
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch);
+        let watch = worker.watchdog.watch(self.watch_slot);
         self.scanner.reset();
         loop {
             let head_len = loop {

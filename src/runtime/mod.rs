@@ -3,6 +3,7 @@
 //! path crosses threads except the atomics the design names: round-robin
 //! counters, server state, and the config generation.
 
+mod clock;
 mod control;
 mod idle;
 mod listener;
@@ -10,6 +11,7 @@ pub mod ring;
 mod watchdog;
 mod worker;
 
+pub use clock::{coarse_ms, coarse_slack_ms};
 pub use control::{Command, Control, ReloadError};
 pub use idle::IdleExpiry;
 pub use listener::{bind_group, bind_reuseport};

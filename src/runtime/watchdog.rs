@@ -2,24 +2,23 @@
 //! requests in flight (`upstream_send`, `upstream_response`, `client_send`,
 //! `client_body`). A request takes one slot when its head is complete and
 //! gives it back when it ends; each timed read or write only writes a
-//! deadline into that slot. The worker's tick fires the slots that are due.
+//! deadline on the coarse clock into that slot. The worker's tick fires the
+//! slots that are due, so a timeout ends between its value and about one
+//! tick plus the clock's resolution later, never earlier.
 //!
 //! Why not a runtime timer per operation: a request does three or more
-//! timed operations, and each timer costs a clock read, a wheel insert and
-//! remove, and (monoio's timer entries are 128-byte aligned) an aligned
-//! allocation for every future that holds one. Timeouts here are seconds;
-//! a tick's resolution is enough.
+//! timed operations, and each timer costs a precise clock read, a wheel
+//! insert and remove, and (monoio's timer entries are 128-byte aligned) an
+//! aligned allocation for every future that holds one. Timeouts here are
+//! seconds; a tick's resolution is enough.
 
+use super::clock::{coarse_ms, coarse_slack_ms};
 use slab::Slab;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-
-/// Added to every deadline: the clock is read once per tick, so it lags the
-/// real time by up to one tick, and a timeout must never end early.
-const SLACK_MS: u64 = super::worker::TICK_MS;
 
 /// A timed operation did not finish before its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,23 +33,12 @@ struct Slot {
 
 #[derive(Default)]
 pub struct Watchdog {
-    /// The `now_ms` clock as of the last tick.
-    now: Cell<u64>,
     slots: RefCell<Slab<Slot>>,
     /// Reused by `tick` to wake outside the slab's borrow.
     due: RefCell<Vec<Waker>>,
 }
 
 impl Watchdog {
-    pub fn new(now_ms: u64) -> Self {
-        Watchdog { now: Cell::new(now_ms), ..Watchdog::default() }
-    }
-
-    /// The clock as of the last tick.
-    pub fn now(&self) -> u64 {
-        self.now.get()
-    }
-
     /// A slot for one request; `leave` gives it back.
     pub fn enter(&self) -> usize {
         self.slots.borrow_mut().insert(Slot { deadline: u64::MAX, fired: false, waker: None })
@@ -68,9 +56,8 @@ impl Watchdog {
         Watch { dog: self, key }
     }
 
-    /// Sets the clock to `now_ms` and fires the slots that are due.
+    /// Fires the slots that are due at `now_ms` on the coarse clock.
     pub fn tick(&self, now_ms: u64) {
-        self.now.set(now_ms);
         let mut due = self.due.borrow_mut();
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
             if !slot.fired && slot.deadline <= now_ms {
@@ -83,10 +70,15 @@ impl Watchdog {
         }
     }
 
+    /// Times the slot's next operation. One operation per slot at a time:
+    /// a request's reads and writes follow each other.
     fn arm(&self, key: usize, limit: Duration) {
         let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        if let Some(slot) = self.slots.borrow_mut().get_mut(key) {
-            slot.deadline = self.now.get().saturating_add(ms).saturating_add(SLACK_MS);
+        let mut slots = self.slots.borrow_mut();
+        debug_assert!(slots.contains(key), "timed operation outside a request (slot {key})");
+        if let Some(slot) = slots.get_mut(key) {
+            debug_assert_eq!(slot.deadline, u64::MAX, "two timed operations at once in slot {key}");
+            slot.deadline = coarse_ms().saturating_add(ms).saturating_add(coarse_slack_ms());
             slot.fired = false;
         }
     }
@@ -97,8 +89,9 @@ impl Watchdog {
         }
     }
 
-    /// Whether the slot fired; if not, `waker` is woken when it does.
-    fn fired(&self, key: usize, waker: &Waker) -> bool {
+    /// Whether the slot fired; if not, leaves `waker` to be woken when it
+    /// does.
+    fn poll_fired(&self, key: usize, waker: &Waker) -> bool {
         let mut slots = self.slots.borrow_mut();
         let Some(slot) = slots.get_mut(key) else { return false };
         if slot.fired {
@@ -131,11 +124,19 @@ pin_project_lite::pin_project! {
     /// An operation with a deadline, from `Watch::limit`. A named future
     /// rather than an `async fn`, whose state would hold the operation
     /// twice (as the argument and pinned), and every request's exchange
-    /// future would grow by that much.
+    /// future would grow by that much. Dropping it, done or not, clears the
+    /// deadline, so a later tick cannot wake the task for nothing.
     pub struct Limited<'a, F> {
         #[pin]
         op: F,
         watch: Watch<'a>,
+    }
+
+    impl<F> PinnedDrop for Limited<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let Watch { dog, key } = this.watch;
+            dog.disarm(key);
+        }
     }
 }
 
@@ -145,11 +146,12 @@ impl<F: Future> Future for Limited<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Watch { dog, key } = *this.watch;
+        // The operation first: one that finishes as its deadline passes
+        // counts as finished, as with monoio's `timeout`.
         if let Poll::Ready(v) = this.op.poll(cx) {
-            dog.disarm(key);
             return Poll::Ready(Ok(v));
         }
-        if dog.fired(key, cx.waker()) {
+        if dog.poll_fired(key, cx.waker()) {
             return Poll::Ready(Err(Elapsed));
         }
         Poll::Pending
@@ -160,31 +162,51 @@ impl<F: Future> Future for Limited<'_, F> {
 mod tests {
     use super::*;
     use std::future::pending;
+    use std::rc::Rc;
+
+    /// Pending on its first poll (waking itself), then ready.
+    fn pending_once() -> impl Future<Output = u8> {
+        let mut polled = false;
+        std::future::poll_fn(move |cx| {
+            if std::mem::replace(&mut polled, true) {
+                return Poll::Ready(1);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+
+    fn deadline(dog: &Watchdog, key: usize) -> u64 {
+        dog.slots.borrow()[key].deadline
+    }
 
     #[monoio::test(timer_enabled = true)]
     async fn an_operation_that_finishes_in_time_is_not_cut() {
         let dog = Watchdog::default();
         let key = dog.enter();
-        let r = dog.watch(key).limit(Duration::from_millis(10), async { 7 }).await;
-        assert_eq!(r, Ok(7));
-        // A tick long after the operation ended fires nothing.
-        dog.tick(1_000_000);
+        let r = dog.watch(key).limit(Duration::from_millis(10), pending_once()).await;
+        assert_eq!(r, Ok(1));
+        assert_eq!(deadline(&dog, key), u64::MAX, "a finished operation leaves no deadline");
+        dog.tick(u64::MAX - 1);
         assert!(!dog.slots.borrow()[key].fired);
     }
 
     #[monoio::test(timer_enabled = true)]
     async fn a_stalled_operation_ends_at_the_first_tick_past_its_deadline() {
-        let dog = std::rc::Rc::new(Watchdog::default());
-        dog.tick(1_000);
+        let dog = Rc::new(Watchdog::default());
         let key = dog.enter();
-        let d = std::rc::Rc::clone(&dog);
+        let d = Rc::clone(&dog);
+        let before = coarse_ms();
         let op = monoio::spawn(async move { d.watch(key).limit(Duration::from_millis(100), pending::<()>()).await });
         monoio::time::sleep(Duration::from_millis(1)).await;
-        dog.tick(1_100);
+        let after = coarse_ms();
+        let due = deadline(&dog, key);
+        let slack = coarse_slack_ms();
+        assert!((before + 100 + slack..=after + 100 + slack).contains(&due), "deadline {due}: clock + limit + slack");
+        dog.tick(due - 1);
         monoio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(dog.slots.borrow()[key].deadline, 1_100 + SLACK_MS, "deadline: clock + limit + slack");
-        assert!(!dog.slots.borrow()[key].fired, "fired before the slack passed");
-        dog.tick(1_100 + SLACK_MS);
+        assert!(!dog.slots.borrow()[key].fired, "fired before its deadline");
+        dog.tick(due);
         assert_eq!(op.await, Err(Elapsed));
         dog.leave(key);
         assert!(dog.slots.borrow().is_empty());
@@ -192,13 +214,28 @@ mod tests {
 
     #[monoio::test(timer_enabled = true)]
     async fn a_fired_slot_is_rearmed_by_the_next_operation() {
+        let dog = Rc::new(Watchdog::default());
+        let key = dog.enter();
+        let d = Rc::clone(&dog);
+        let op = monoio::spawn(async move { d.watch(key).limit(Duration::ZERO, pending::<()>()).await });
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        dog.tick(u64::MAX - 1);
+        assert_eq!(op.await, Err(Elapsed));
+        assert!(dog.slots.borrow()[key].fired);
+        // Pending once: a slot still marked fired would end it at once.
+        let r = dog.watch(key).limit(Duration::from_secs(1), pending_once()).await;
+        assert_eq!(r, Ok(1));
+    }
+
+    #[test]
+    fn dropping_a_pending_operation_clears_its_deadline() {
         let dog = Watchdog::default();
         let key = dog.enter();
-        dog.arm(key, Duration::ZERO);
-        dog.tick(u64::MAX - 1);
-        assert!(dog.slots.borrow()[key].fired);
-        dog.tick(0);
-        let r = dog.watch(key).limit(Duration::from_secs(1), async { 1 }).await;
-        assert_eq!(r, Ok(1));
+        let mut op = Box::pin(dog.watch(key).limit(Duration::from_secs(1), pending::<()>()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(op.as_mut().poll(&mut cx).is_pending());
+        assert_ne!(deadline(&dog, key), u64::MAX);
+        drop(op);
+        assert_eq!(deadline(&dog, key), u64::MAX);
     }
 }

@@ -2,6 +2,7 @@
 //! the worker (`Rc`, `Cell`, `RefCell`); other threads reach it only through
 //! the command channel, answered on a short tick.
 
+use super::clock::coarse_ms;
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
 use super::watchdog::Watchdog;
@@ -21,8 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often a worker looks at its command channel and the shutdown flag,
 /// and fires its wheels and its watchdog.
-pub(super) const TICK_MS: u64 = 20;
-const TICK: Duration = Duration::from_millis(TICK_MS);
+const TICK: Duration = Duration::from_millis(20);
 /// After in-flight requests finish, how long a stopping worker waits for
 /// its remaining (idle or half-sent) connections to close.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
@@ -30,7 +30,8 @@ const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// that are mid-request at once; idle ones hold none).
 const SPARE_BUFS: usize = 512;
 /// How long a hot wait (see `begin_hot_wait`) may hold its buffers before it
-/// is cancelled: between one and three of these, plus up to one `TICK`.
+/// is cancelled: between one and two of these (on the coarse clock, so give
+/// or take its resolution), plus up to one `TICK`.
 pub const HOT_WINDOW_MS: u64 = 20;
 /// Most hot waits per worker at once. Each pins a connection's buffers, so
 /// this bounds what connections that go quiet can hold.
@@ -98,7 +99,7 @@ impl Worker {
             idle_wheel: IdleWheel::default(),
             hot_wheel: IdleWheel::default(),
             hot_waits: Cell::new(0),
-            watchdog: Watchdog::new(now_ms()),
+            watchdog: Watchdog::default(),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
             spare_bufs: RefCell::new(Vec::new()),
@@ -211,9 +212,7 @@ impl Worker {
             return None;
         }
         self.hot_waits.set(self.hot_waits.get() + 1);
-        // On the tick clock, which lags by up to a tick: one period more
-        // keeps the window at least `HOT_WINDOW_MS` long.
-        Some(self.hot_wheel.expiry(self.clock_ms() / HOT_WINDOW_MS + 3))
+        Some(self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + 2))
     }
 
     pub fn end_hot_wait(&self) {
@@ -222,17 +221,11 @@ impl Worker {
 
     /// Ends the idle and hot waits that are due (all of them when `all`),
     /// and the timed operations of requests whose deadline passed.
-    fn expire_idle(&self, all: bool) {
-        let now = now_ms();
-        self.watchdog.tick(now);
-        self.hot_wheel.fire(if all { None } else { Some(now / HOT_WINDOW_MS) });
-        self.idle_wheel.fire(if all { None } else { Some(now / 1000) });
-    }
-
-    /// Milliseconds on the `now_ms` clock as of the worker's last tick: for
-    /// deadlines of seconds, where a clock read per use would be waste.
-    pub fn clock_ms(&self) -> u64 {
-        self.watchdog.now()
+    fn fire_timers(&self, all: bool) {
+        let coarse = coarse_ms();
+        self.watchdog.tick(coarse);
+        self.hot_wheel.fire(if all { None } else { Some(coarse / HOT_WINDOW_MS) });
+        self.idle_wheel.fire(if all { None } else { Some(now_ms() / 1000) });
     }
 
     /// Counts a request as in flight; returns its watchdog slot.
@@ -300,7 +293,7 @@ impl Worker {
                 }
             }
             self.flush_access_log();
-            self.expire_idle(false);
+            self.fire_timers(false);
             if self.is_shutting_down() {
                 checkers.set(u64::MAX - 1);
                 // Accept loops see the cancel on their next poll and drop
@@ -309,7 +302,7 @@ impl Worker {
                     c.cancel();
                 }
                 if self.active.get() == 0 {
-                    self.expire_idle(true);
+                    self.fire_timers(true);
                     // Give cancelled sessions a moment to close cleanly; a
                     // client still sending a head does not hold the stop.
                     // Never in the tick that cancelled: the accept loops and

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 struct PooledConn {
     stream: TcpStream,
-    /// On the worker's coarse millisecond clock (see `Worker::clock_ms`).
+    /// On the coarse clock (`runtime::coarse_ms`).
     expires: u64,
 }
 
@@ -59,12 +59,16 @@ impl UpstreamPools {
 
     /// An idle connection to server `id`, most recent first. Connections the
     /// backend closed, or that carry unsolicited bytes, or that sat idle past
-    /// the timeout are dropped on the way. `now_ms` is the worker's clock.
+    /// the timeout are dropped on the way. `now_ms` is the coarse clock;
+    /// its resolution counts against the connection, so that one is never
+    /// reused past `idle_timeout`, which users set just below the backend's
+    /// own keep-alive timeout.
     pub fn checkout(&mut self, id: usize, now_ms: u64) -> Option<TcpStream> {
         let pool = self.pools.get_mut(id)?;
+        let now = now_ms.saturating_add(crate::runtime::coarse_slack_ms());
         while let Some(key) = pool.order.pop() {
             let conn = pool.idle.remove(key);
-            if now_ms < conn.expires && still_usable(&conn.stream) {
+            if now < conn.expires && still_usable(&conn.stream) {
                 return Some(conn.stream);
             }
         }
