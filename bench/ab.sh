@@ -6,13 +6,15 @@
 # the seed's `/` route over four `ringway backend` instances, `wrk -t1`;
 # the proxies run on CPU 0, wrk and the backends on CPU 1.
 #   bench/ab.sh OLD_BINARY NEW_BINARY [seconds] [rounds]
-#   CONNS=1 TARGET=/ bench/ab.sh ...   (wrk connections, request path)
+#   CONNS=1 TARGET=/ HEADER='Connection: close' bench/ab.sh ...
+#     (wrk connections, request path, one extra request header)
 # Needs: nginx and wrk (apt-get install nginx wrk), python3.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,11p' "$0"; exit 2; }
 A_BIN=$(realpath "$1"); B_BIN=$(realpath "$2")
 DUR=${3:-4}; ROUNDS=${4:-6}
 CONNS=${CONNS:-50}; TARGET=${TARGET:-/}
+WRK_ARGS=(-t1 -c"$CONNS"); [ -n "${HEADER:-}" ] && WRK_ARGS+=(-H "$HEADER")
 BASE=${BENCH_BASE_PORT:-21000}
 WORK=$(mktemp -d /tmp/ringway-ab.XXXXXX)
 PIDS=()
@@ -73,16 +75,16 @@ NG_PIDS="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n
 ticks() { local u=0 s=0; for p in $1; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u+a)); s=$((s+b)); done; echo "$u $s"; }
 HZ=$(getconf CLK_TCK)
 run() { # name pids port
-  taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$3$TARGET" >/dev/null
+  taskset -c 1 wrk "${WRK_ARGS[@]}" -d1s "http://127.0.0.1:$3$TARGET" >/dev/null
   local u0 s0 u1 s1
   read -r u0 s0 < <(ticks "$2")
-  local out; out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$3$TARGET")
+  local out; out=$(taskset -c 1 wrk "${WRK_ARGS[@]}" -d"${DUR}s" "http://127.0.0.1:$3$TARGET")
   read -r u1 s1 < <(ticks "$2")
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   awk -v n="$1" -v u=$((u1-u0)) -v s=$((s1-s0)) -v hz="$HZ" -v r="$reqs" \
     'BEGIN { printf "%s %.2f %.2f %d\n", n, (u+s)/hz*1e6/r, u/hz*1e6/r, r }' | tee -a "$WORK/results"
 }
-echo "wrk -t1 -c$CONNS -d${DUR}s $TARGET; proxies on CPU 0 (1 worker), wrk + backends on CPU 1"
+echo "wrk ${WRK_ARGS[*]} -d${DUR}s $TARGET; proxies on CPU 0 (1 worker), wrk + backends on CPU 1"
 echo "name  cpu-us/req  user-us/req  requests"
 for _ in $(seq "$ROUNDS"); do
   run A "$A_PID" "$A_PORT"

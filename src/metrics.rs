@@ -84,7 +84,9 @@ pub struct WorkerMetrics {
     latency: Histogram<u64>,
     upstream: IdMap<UpstreamKey, (Arc<str>, std::net::SocketAddr, u64)>,
     connects: IdMap<usize, (std::net::SocketAddr, u64)>,
-    connections: HashMap<Arc<str>, i64>,
+    /// Open connections by listener, keyed by the address of the accept
+    /// loop's name (several keys can share a name after a reload).
+    connections: IdMap<usize, (Arc<str>, i64)>,
     retries: u64,
 }
 
@@ -96,7 +98,7 @@ impl Default for WorkerMetrics {
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds"),
             upstream: IdMap::default(),
             connects: IdMap::default(),
-            connections: HashMap::new(),
+            connections: IdMap::default(),
             retries: 0,
         }
     }
@@ -119,11 +121,13 @@ impl WorkerMetrics {
     }
 
     pub fn connection_opened(&mut self, listener: &Arc<str>) {
-        *self.connections.entry(Arc::clone(listener)).or_insert(0) += 1;
+        let key = Arc::as_ptr(listener) as *const u8 as usize;
+        self.connections.entry(key).or_insert_with(|| (Arc::clone(listener), 0)).1 += 1;
     }
 
     pub fn connection_closed(&mut self, listener: &Arc<str>) {
-        *self.connections.entry(Arc::clone(listener)).or_insert(0) -= 1;
+        let key = Arc::as_ptr(listener) as *const u8 as usize;
+        self.connections.entry(key).or_insert_with(|| (Arc::clone(listener), 0)).1 -= 1;
     }
 
     pub fn retry(&mut self) {
@@ -136,7 +140,7 @@ impl WorkerMetrics {
             latency: self.latency.clone(),
             upstream: self.upstream.iter().map(|(k, (u, a, n))| (Arc::clone(u), *a, k.2, *n)).collect(),
             connects: self.connects.values().copied().collect(),
-            connections: self.connections.iter().map(|(l, n)| (Arc::clone(l), *n)).collect(),
+            connections: self.connections.values().map(|(l, n)| (Arc::clone(l), *n)).collect(),
             retries: self.retries,
             pools,
         }

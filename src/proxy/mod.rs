@@ -219,6 +219,9 @@ impl Session {
             }
         }
         self.close().await;
+        // The next connection reuses the buffers instead of allocating (and
+        // growing) its own: this is most of a short connection's malloc work.
+        self.shrink_for_idle();
         self.worker.metrics.borrow_mut().connection_closed(&self.listener);
         self.worker.connection_closed();
     }
