@@ -19,7 +19,7 @@ pub async fn run(client: TcpStream, cbuf: ConnBuf, upstream: TcpStream, ubuf: Co
     let canceller = Canceller::new();
     let to_upstream = pump(cr, uw, cbuf, canceller.handle(), &last, idle);
     let to_client = pump(ur, cw, ubuf, canceller.handle(), &last, idle);
-    let watchdog = async {
+    let idle_check = async {
         // Reads are cancelled, never dropped mid-flight, so no byte that a
         // read already took from the kernel is lost.
         loop {
@@ -35,7 +35,7 @@ pub async fn run(client: TcpStream, cbuf: ConnBuf, upstream: TcpStream, ubuf: Co
     };
     monoio::select! {
         _ = async { monoio::join!(to_upstream, to_client) } => {}
-        _ = watchdog => {}
+        _ = idle_check => {}
     }
 }
 
