@@ -121,13 +121,16 @@ impl WorkerMetrics {
     }
 
     pub fn connection_opened(&mut self, listener: &Arc<str>) {
-        let key = Arc::as_ptr(listener) as *const u8 as usize;
-        self.connections.entry(key).or_insert_with(|| (Arc::clone(listener), 0)).1 += 1;
+        *self.open_connections(listener) += 1;
     }
 
     pub fn connection_closed(&mut self, listener: &Arc<str>) {
+        *self.open_connections(listener) -= 1;
+    }
+
+    fn open_connections(&mut self, listener: &Arc<str>) -> &mut i64 {
         let key = Arc::as_ptr(listener) as *const u8 as usize;
-        self.connections.entry(key).or_insert_with(|| (Arc::clone(listener), 0)).1 -= 1;
+        &mut self.connections.entry(key).or_insert_with(|| (Arc::clone(listener), 0)).1
     }
 
     pub fn retry(&mut self) {
