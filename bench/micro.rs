@@ -11,7 +11,7 @@
 //! for instruction counts of the whole request path.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringway::config::{Config, Route, MAX_HEADERS_CEILING};
+use ringway::config::{Config, HttpPolicy, Route, MAX_HEADERS_CEILING};
 use ringway::http::chunked::{ChunkStep, ChunkedDecoder};
 use ringway::http::head::HeadScanner;
 use ringway::http::path::normalize_path;
@@ -137,14 +137,15 @@ fn request_parse(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(head.len() as u64));
         g.bench_function(BenchmarkId::new("parse", name), |b| {
             let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
-            b.iter(|| request::parse(black_box(head), &mut slots, &limits).map(|r| r.head_len))
+            b.iter(|| request::parse(black_box(head), &mut slots, &limits, HttpPolicy::defaults()).map(|r| r.head_len))
         });
         g.bench_function(BenchmarkId::new("parse_and_write_upstream_head", name), |b| {
             let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
             let mut out = Vec::with_capacity(1024);
             b.iter(|| {
-                let req = request::parse(black_box(head), &mut slots, &limits).expect("valid head");
-                request::write_upstream_head(&req, req.path, client.as_bytes(), &mut out);
+                let req =
+                    request::parse(black_box(head), &mut slots, &limits, HttpPolicy::defaults()).expect("valid head");
+                request::write_upstream_head(&req, req.path, client.as_bytes(), HttpPolicy::defaults(), &mut out);
                 out.len()
             })
         });

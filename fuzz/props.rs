@@ -10,7 +10,7 @@
 //   a payload); split sizes come from a hash of the input.
 // - path: the whole input is the path (the target before '?').
 
-use ringway::config::Limits;
+use ringway::config::{HttpPolicy, Limits};
 use ringway::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
 use ringway::http::head::{leading_empty_lines, HeadError, HeadScanner};
 use ringway::http::path::{is_pchar_raw, normalize_path};
@@ -154,7 +154,7 @@ pub fn check_request_head(data: &[u8]) {
     assert!(head.ends_with(b"\r\n\r\n"), "scanner ended a head early: {}", show(head));
 
     let mut slots = [const { MaybeUninit::uninit() }; 256];
-    let req = match request::parse(head, &mut slots, &LIMITS) {
+    let req = match request::parse(head, &mut slots, &LIMITS, HttpPolicy::defaults()) {
         Ok(req) => req,
         Err(e) => {
             let _ = e.status();
@@ -176,7 +176,7 @@ pub fn check_request_head(data: &[u8]) {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(ctrl)))
     };
     let mut out = Vec::new();
-    request::write_upstream_head(&req, &path, client.to_string().as_bytes(), &mut out);
+    request::write_upstream_head(&req, &path, client.to_string().as_bytes(), HttpPolicy::defaults(), &mut out);
     assert_crlf_only(&out);
 
     let mut headers = [httparse::EMPTY_HEADER; 512];

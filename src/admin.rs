@@ -3,7 +3,7 @@
 //! thread with its own runtime, never on a worker, and is never reachable
 //! through the public listeners.
 
-use crate::config::Limits;
+use crate::config::{HttpPolicy, Limits};
 use crate::http::head::HeadScanner;
 use crate::http::request;
 use crate::metrics::{self, Globals, WorkerSnapshot};
@@ -71,7 +71,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>) {
     };
     let (method, path) = {
         let mut slots = [const { MaybeUninit::uninit() }; 64];
-        match request::parse(&buf.data()[..head_len], &mut slots, &ADMIN_LIMITS) {
+        match request::parse(&buf.data()[..head_len], &mut slots, &ADMIN_LIMITS, HttpPolicy::defaults()) {
             Ok(r) => (r.method_token.to_owned(), String::from_utf8_lossy(r.path).into_owned()),
             Err(e) => return reply(&mut stream, e.status(), "text/plain", "bad request\n").await,
         }

@@ -4,7 +4,7 @@
 //! pipelined requests in one write. Responses are prebuilt at start, so the
 //! backend costs little next to the proxy in benchmarks.
 
-use crate::config::Limits;
+use crate::config::{HttpPolicy, Limits};
 use crate::http::chunked::{ChunkStep, ChunkedDecoder};
 use crate::http::head::{leading_empty_lines, HeadScanner};
 use crate::http::request::{self, Method};
@@ -97,7 +97,7 @@ async fn serve_conn(mut stream: TcpStream, app: Rc<DemoApp>) {
                 }
             };
             let mut slots = [const { MaybeUninit::uninit() }; 100];
-            let parsed = request::parse(&buf.data()[..head_len], &mut slots, &LIMITS)
+            let parsed = request::parse(&buf.data()[..head_len], &mut slots, &LIMITS, HttpPolicy::defaults())
                 .map(|r| (r.body, r.keep_alive, app.answer(r.path, r.method == Method::Head)));
             match parsed {
                 Ok((body, keep_alive, answer)) => {

@@ -88,6 +88,31 @@ pub struct WorkerMetrics {
     /// loop's name (several keys can share a name after a reload).
     connections: IdMap<usize, (Arc<str>, i64)>,
     retries: u64,
+    /// What the edge rules did to requests (see `EdgeCounts`).
+    pub edge: EdgeCounts,
+}
+
+/// Counters for requests the edge rules changed or refused, so an operator
+/// sees the attack (or the misbehaving client) and not just its status.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EdgeCounts {
+    /// Request fields dropped for a `_` in their name.
+    pub underscored_dropped: u64,
+    /// `Upgrade` offers removed because `[http] upgrades` does not list them.
+    pub upgrades_stripped: u64,
+    /// Responses that came before the request body was sent (RFC 9112 §9.5).
+    pub early_responses: u64,
+    /// Connections refused at their first bytes (not an HTTP request line).
+    pub request_lines_refused: u64,
+}
+
+impl EdgeCounts {
+    fn add(&mut self, o: &EdgeCounts) {
+        self.underscored_dropped += o.underscored_dropped;
+        self.upgrades_stripped += o.upgrades_stripped;
+        self.early_responses += o.early_responses;
+        self.request_lines_refused += o.request_lines_refused;
+    }
 }
 
 impl Default for WorkerMetrics {
@@ -100,6 +125,7 @@ impl Default for WorkerMetrics {
             connects: IdMap::default(),
             connections: IdMap::default(),
             retries: 0,
+            edge: EdgeCounts::default(),
         }
     }
 }
@@ -145,6 +171,7 @@ impl WorkerMetrics {
             connects: self.connects.values().copied().collect(),
             connections: self.connections.values().map(|(l, n)| (Arc::clone(l), *n)).collect(),
             retries: self.retries,
+            edge: self.edge,
             pools,
         }
     }
@@ -166,6 +193,7 @@ pub struct WorkerSnapshot {
     pub connects: Vec<(std::net::SocketAddr, u64)>,
     pub connections: Vec<(Arc<str>, i64)>,
     pub retries: u64,
+    pub edge: EdgeCounts,
     pub pools: Vec<PoolGauge>,
 }
 
@@ -292,6 +320,12 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     }
     let retries: u64 = snaps.iter().map(|s| s.retries).sum();
     let _ = writeln!(out, "# HELP ringway_retries_total Requests sent again after a failed attempt.\n# TYPE ringway_retries_total counter\nringway_retries_total {retries}");
+    let mut edge = EdgeCounts::default();
+    snaps.iter().for_each(|s| edge.add(&s.edge));
+    let _ = writeln!(out, "# HELP ringway_header_fields_dropped_total Request header fields removed before forwarding.\n# TYPE ringway_header_fields_dropped_total counter\nringway_header_fields_dropped_total{{reason=\"underscore\"}} {}", edge.underscored_dropped);
+    let _ = writeln!(out, "# HELP ringway_upgrades_stripped_total Upgrade offers removed because [http] upgrades does not list them.\n# TYPE ringway_upgrades_stripped_total counter\nringway_upgrades_stripped_total {}", edge.upgrades_stripped);
+    let _ = writeln!(out, "# HELP ringway_early_responses_total Responses relayed before the request body was sent.\n# TYPE ringway_early_responses_total counter\nringway_early_responses_total {}", edge.early_responses);
+    let _ = writeln!(out, "# HELP ringway_request_lines_refused_total Connections refused at their first bytes (not an HTTP request line).\n# TYPE ringway_request_lines_refused_total counter\nringway_request_lines_refused_total {}", edge.request_lines_refused);
     let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
     out
 }

@@ -7,7 +7,7 @@
 //! systems) treat paths that way; a case-sensitive matcher would let
 //! "/ADMIN" slip past a rule written for "/admin".
 
-use crate::http::path::is_pchar_raw;
+use crate::http::path::{is_pchar_raw, param_start};
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -109,7 +109,9 @@ impl<T> Router<T> {
     /// Longest-prefix match on an already-normalized path (starts with '/', no empty/dot segments, no query).
     ///
     /// A prefix matches when the path equals it or continues with '/': "/app1" matches "/app1", "/app1/",
-    /// "/app1/x", but not "/app10". Matching is ASCII case-insensitive.
+    /// "/app1/x", but not "/app10". Matching is ASCII case-insensitive, and a segment ends at its first
+    /// `;` (raw or `%3B`) for matching: "/admin;x", "/admin;/x" and "/admin%3Bx" match "/admin", because
+    /// Tomcat, Jetty, Spring and others strip such parameters before they route.
     ///
     /// Returns the value and how many leading bytes of `path` the prefix covers, so `path[n..]` is the
     /// remainder to forward when stripping (empty means forward "/"). The root route covers 0 bytes.
@@ -125,7 +127,11 @@ impl<T> Router<T> {
             if seg.is_empty() {
                 break;
             }
-            let Ok(idx) = node.find(seg) else { break };
+            let name = &seg[..param_start(seg)];
+            if name.is_empty() {
+                break;
+            }
+            let Ok(idx) = node.find(name) else { break };
             let Some(child) = node.children.get(idx) else {
                 break;
             };
@@ -168,12 +174,14 @@ fn split_prefix(prefix: &str) -> Result<Vec<&[u8]>, RouterError> {
 }
 
 /// A segment is valid when a normalized path could contain it verbatim:
-/// non-empty, not a dot-segment, raw pchar bytes only. '%' is refused because
+/// non-empty, not a dot-segment, raw pchar bytes only, no `;` (a path's
+/// segment ends at its `;` for matching, so a prefix with one could never
+/// match). '%' is refused because
 /// escapes in routes invite mismatches with the normalizer's escape form, and
 /// any other non-pchar byte (space, '?', '#', ...) would make a route that can
 /// never match, which is better reported at configuration time.
 fn valid_segment(seg: &[u8]) -> bool {
-    !seg.is_empty() && seg != b"." && seg != b".." && seg.iter().all(|&b| is_pchar_raw(b))
+    !seg.is_empty() && seg != b"." && seg != b".." && seg.iter().all(|&b| is_pchar_raw(b) && b != b';')
 }
 
 #[cfg(test)]
@@ -312,7 +320,7 @@ mod tests {
         }
         let bad = [
             "//", "/a//b", "/a//", "/.", "/..", "/a/./b", "/a/../b", "/a?", "/a#b", "/a%20b", "/%61", "/a b", "/a\\b",
-            "/é",
+            "/é", "/a;b", "/;",
         ];
         for p in bad {
             assert_eq!(r.insert(p, 0), Err(RouterError::BadPrefix(p.to_string())), "{p:?}");
@@ -324,6 +332,77 @@ mod tests {
         r.insert("/a:b@c~", 2).unwrap();
         assert_eq!(r.lookup(b"/.../x"), Some((&1, 4)));
         assert_eq!(r.lookup(b"/A:B@C~"), Some((&2, 7)));
+    }
+
+    /// Issue 11, class 2: every form of a path parameter on `/admin`
+    /// reaches the `/admin` route (backends such as Tomcat strip them).
+    #[test]
+    fn path_parameters_do_not_escape_a_prefix() {
+        let r = seed();
+        for path in ["/admin;x", "/admin;/x", "/admin;", "/admin;v=1/", "/admin%3Bx", "/admin%3bx", "/ADMIN;x/y"] {
+            let mut norm = Vec::new();
+            crate::http::path::normalize_path(path.as_bytes(), &mut norm).expect("normalizes");
+            assert_eq!(
+                r.lookup(&norm).map(|(v, _)| *v),
+                Some("deny"),
+                "{path:?} -> {:?}",
+                String::from_utf8_lossy(&norm)
+            );
+        }
+        // The matched length covers the parameters, so a stripped prefix
+        // leaves only what follows the segment.
+        assert_eq!(get(&r, "/app1;jsessionid=1/x"), Some(("a1", 18)));
+        assert_eq!(get(&r, "/app10;x"), Some(("all", 0)));
+    }
+
+    /// The property the fuzz target also checks: inserting `;Q` after any
+    /// segment of any path never changes the route it takes.
+    #[test]
+    fn parameters_never_change_the_route() {
+        let mut r = Router::new();
+        for (i, p) in ["/", "/a", "/a/b", "/b", "/a/b/c", "/c/d"].iter().enumerate() {
+            r.insert(p, i).unwrap();
+        }
+        let route = |path: &[u8]| -> Option<Option<usize>> {
+            let mut norm = Vec::new();
+            crate::http::path::normalize_path(path, &mut norm).ok()?;
+            Some(r.lookup(&norm).map(|(v, _)| *v))
+        };
+        let atoms: [&[u8]; 10] = [b"a", b"b", b"c", b"d", b".", b"..", b"", b"A", b"%61", b"x"];
+        let params: [&[u8]; 8] = [b"", b"x", b"v=1", b";", b"%3B", b"..", b"a=b;c", b"%3bq"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..5000 {
+            let segs: Vec<&[u8]> = (0..1 + next(5)).map(|_| atoms[next(atoms.len())]).collect();
+            let path: Vec<u8> = segs.iter().flat_map(|s| [&b"/"[..], s].concat()).collect();
+            let Some(want) = route(&path) else { continue };
+            for at in 0..segs.len() {
+                let mut with = Vec::new();
+                for (i, s) in segs.iter().enumerate() {
+                    with.push(b'/');
+                    with.extend_from_slice(s);
+                    if i == at {
+                        with.push(if next(2) == 0 { b';' } else { b'%' });
+                        if with.last() == Some(&b'%') {
+                            with.extend_from_slice(if next(2) == 0 { b"3B" } else { b"3b" });
+                        }
+                        with.extend_from_slice(params[next(params.len())]);
+                    }
+                }
+                assert_eq!(
+                    route(&with),
+                    Some(want),
+                    "{:?} vs {:?}",
+                    String::from_utf8_lossy(&path),
+                    String::from_utf8_lossy(&with)
+                );
+            }
+        }
     }
 
     #[test]

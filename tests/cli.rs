@@ -124,6 +124,33 @@ fn check_names_the_line_of_a_toml_syntax_error() {
 }
 
 #[test]
+fn check_names_the_table_of_a_broken_header_not_the_one_above() {
+    let text = "[timeouts]\nclient_header = \"5s\"\n[limits\nmax_headers = 10\n";
+    let cfg = TempConfig::new(text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let prefix = format!("{}:3:8: key `limits`: invalid table header", cfg.0.display());
+    assert!(stderr.starts_with(&prefix), "expected {prefix:?} at the start of {stderr:?}");
+    assert!(!stderr.contains("timeouts"), "{stderr}");
+}
+
+#[test]
+fn check_explains_a_duplicate_route_prefix_with_both_places() {
+    // Duplicates once case and a trailing '/' are folded.
+    let text = GOOD.replace("MARK", "web").replace("\"/\"", "\"/app1\"").replace("\"/api\"", "\"/App1/\"");
+    let cfg = TempConfig::new(&text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let (first, second) = (line_of(&text, "\"/app1\""), line_of(&text, "\"/App1/\""));
+    let expected = format!(
+        "{}:{second}:14: key `listeners.routes.prefix`: route prefix \"/App1/\" duplicates \"/app1\" (line {first}, column 14)",
+        cfg.0.display()
+    );
+    assert!(stderr.starts_with(&expected), "expected {expected:?} at the start of {stderr:?}");
+    assert!(!stderr.contains("Duplicate("), "{stderr}");
+}
+
+#[test]
 fn no_config_in_an_empty_directory_explains_how_to_start() {
     let dir = unique_temp_path("cli-empty", "");
     std::fs::create_dir_all(&dir).expect("mkdir");

@@ -4,10 +4,12 @@
 //! is a named constant here and is listed in `docs/configuration.md`.
 
 mod error;
+mod http;
 mod raw;
 mod upstream;
 
 pub use error::ConfigError;
+pub use http::{HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
 
 use crate::metrics::RouteLabels;
 use crate::router::Router;
@@ -153,6 +155,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// `[http]`: upgrades, underscores in names, path parameters.
+    pub http: HttpPolicy,
     pub upstreams: Vec<Arc<Upstream>>,
     pub listeners: Vec<Listener>,
     /// Every distinct backend this snapshot names.
@@ -194,6 +198,7 @@ impl Builder<'_> {
         let runtime = self.runtime(&raw.runtime)?;
         let limits = self.limits(&raw.limits)?;
         let timeouts = self.timeouts(&raw.timeouts)?;
+        let http = self.http(raw.http.as_ref())?;
         let mut servers: Vec<Arc<ServerState>> = Vec::new();
         let mut by_name = HashMap::new();
         let mut upstreams = Vec::new();
@@ -241,6 +246,7 @@ impl Builder<'_> {
             runtime,
             limits,
             timeouts,
+            http,
             upstreams,
             listeners,
             servers,
@@ -436,7 +442,7 @@ impl Builder<'_> {
             });
             routes
                 .insert(r.prefix.get_ref(), Route { action, labels })
-                .map_err(|e| self.err(&r.prefix, "listeners.routes.prefix", format!("{e:?}")))?;
+                .map_err(|e| self.route_error(e, &l.routes, &r.prefix))?;
         }
         let no_route = Arc::new(RouteLabels { listener: Arc::clone(&name), route: Arc::clone(&dash), upstream: dash });
         Ok(Listener { name, bind, routes, no_route })

@@ -21,6 +21,15 @@ pub struct RawConfig {
     pub listeners: Vec<Spanned<RawListener>>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
+    pub http: Option<RawHttp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    pub underscores_in_headers: Option<Spanned<String>>,
+    pub path_params: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

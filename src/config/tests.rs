@@ -108,3 +108,128 @@ fn durations_and_knobs_parse() {
     assert_eq!(c.timeouts.client_header, Duration::from_millis(250));
     assert_eq!(c.limits.max_body_bytes, Some(10));
 }
+
+/// (line, key) of the error for `text`.
+fn line_and_key(text: &str) -> (Option<usize>, Option<String>) {
+    let e = parse(text).expect_err(text);
+    (e.line.map(|l| l.0), e.key)
+}
+
+#[test]
+fn broken_table_header_names_that_table() {
+    let text = "[timeouts]\nclient_header = \"5s\"\n[limits\nmax_headers = 10\n";
+    let e = parse(text).expect_err("unclosed header");
+    assert_eq!(e.line, Some((3, 8)), "{e}");
+    assert_eq!(e.key.as_deref(), Some("limits"), "not the table above it: {e}");
+    assert!(e.to_string().starts_with("test.toml:3:8: key `limits`: invalid table header"), "{e}");
+    // Trailing garbage after a good header: that header is still at fault.
+    let text = "[timeouts]\nclient_header = \"5s\"\n[limits] junk\nmax_headers = 10\n";
+    assert_eq!(line_and_key(text), (Some(3), Some("limits".into())));
+    // The table defined twice: its second header.
+    let text = "[timeouts]\nclient_header = \"5s\"\n[timeouts]\n";
+    assert_eq!(line_and_key(text), (Some(3), Some("timeouts".into())));
+}
+
+#[test]
+fn broken_array_of_tables_header_names_that_table() {
+    let text = "[timeouts]\nclient_header = \"5s\"\n[[listeners\nname = \"p\"\nbind = \"127.0.0.1:0\"\n";
+    assert_eq!(line_and_key(text), (Some(3), Some("listeners".into())));
+    let text = "[timeouts]\nclient_header = \"5s\"\n[[listeners]\nname = \"p\"\n";
+    assert_eq!(line_and_key(text), (Some(3), Some("listeners".into())));
+}
+
+#[test]
+fn garbled_header_or_line_without_equals_names_no_key() {
+    for text in [
+        "[timeouts]\nclient_header = \"5s\"\n[lim its]\nmax_headers = 10\n",
+        "[timeouts]\nclient_header = \"5s\"\n[limits.]\n",
+        "[timeouts]\nclient_header = \"5s\"\n[]\n",
+        "[timeouts]\nclient_header = \"5s\"\nclient_idle\n",
+        "[timeouts]\nclient_header = \"5s\"\n  client_idle \"5s\"\n",
+        "[timeouts]\nclient_header = \"5s\"\n# a comment\n%\n",
+    ] {
+        assert_eq!(line_and_key(text).1, None, "{text:?}");
+    }
+}
+
+#[test]
+fn bad_value_in_a_table_names_table_and_key() {
+    let head = "[timeouts]\nclient_header = \"5s\"\n[limits]\n";
+    for value in ["\"ten\"", "ten", "= 10", "\"ten"] {
+        let text = format!("{head}max_headers = {value}\n");
+        assert_eq!(line_and_key(&text), (Some(4), Some("limits.max_headers".into())), "{text:?}");
+    }
+    // An array left open runs to the end of the file, where `toml` notices.
+    let text = format!("{head}max_headers = [1, 2\n");
+    assert_eq!(line_and_key(&text), (Some(5), Some("limits.max_headers".into())), "{text:?}");
+    // Dotted and quoted keys, blanks in a header, a value after a
+    // multi-line string that holds what looks like a header.
+    let cases = [
+        ("[upstreams]\na.servers = [1]\n", "upstreams.a.servers"),
+        ("[ upstreams . a ]\nservers = [\"127.0.0.1:1\"]\nkeepalive = \"3\"\n", "upstreams.a.keepalive"),
+        ("[upstreams.\"a\"]\nservers = [\"127.0.0.1:1\"]\nkeepalive = =\n", "upstreams.a.keepalive"),
+        ("[access_log]\npath = \"\"\"\n[runtime\n\"\"\"\nformat = 3\n", "access_log.format"),
+        ("runtime = { threads = \"x\" }\n", "runtime.threads"),
+        ("[runtime]\r\nthreads = 2\r\ndriver = 3\r\n", "runtime.driver"),
+        ("[runtime]\nthreads = 2 # = 3\ndriver = 3\n", "runtime.driver"),
+    ];
+    for (text, key) in cases {
+        assert_eq!(line_and_key(text).1.as_deref(), Some(key), "{text:?}");
+    }
+}
+
+#[test]
+fn errors_inside_a_multi_line_route_array_name_the_routes() {
+    let base = "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\nroutes = [\n  { prefix = \"/\", upstream = \"a\" },\n";
+    let cases = [
+        ("{ prefix = \"/x\" upstream = \"a\" }", "listeners.routes"),
+        ("{ prefix = \"/x\", upstream = \"a\"", "listeners.routes"),
+        ("{ upstream = \"a\" }", "listeners.routes"),
+        ("3", "listeners.routes"),
+        ("{ prefix = \"/x\", upstream = a }", "listeners.routes.upstream"),
+        ("{ prefix = \"/x\", status = \"x\" }", "listeners.routes.status"),
+        ("{ prefix = \"/x\", upstreem = \"a\" }", "listeners.routes.upstreem"),
+        ("{ prefix = \"/x\", upstream = \"nope\" }", "listeners.routes.upstream"),
+    ];
+    for (route, key) in cases {
+        let text = format!("{base}  {route},\n]\n");
+        assert_eq!(line_and_key(&text), (Some(8), Some(key.into())), "{text:?}");
+    }
+}
+
+#[test]
+fn duplicate_route_prefix_names_both_routes() {
+    let base = "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\n";
+    let text =
+        format!("{base}routes = [ {{ prefix = \"/\", upstream = \"a\" }}, {{ prefix = \"/\", status = 403 }} ]\n");
+    let e = parse(&text).expect_err("duplicate /");
+    assert_eq!(e.line, Some((6, 57)), "points at the second prefix: {e}");
+    assert_eq!(e.key.as_deref(), Some("listeners.routes.prefix"));
+    assert_eq!(e.message, "route prefix \"/\" duplicates \"/\" (line 6, column 23)");
+
+    let text = format!(
+        "{base}routes = [\n  {{ prefix = \"/app1\", upstream = \"a\" }},\n  {{ prefix = \"/x\", upstream = \"a\" }},\n  {{ prefix = \"/App1/\", status = 403 }},\n]\n"
+    );
+    let e = parse(&text).expect_err("duplicate /app1");
+    assert_eq!(e.line, Some((9, 14)), "{e}");
+    assert!(e.message.starts_with("route prefix \"/App1/\" duplicates \"/app1\" (line 7, column 14)"), "{}", e.message);
+    assert!(e.message.contains("ignoring case"), "{}", e.message);
+    assert!(!e.to_string().contains("Duplicate("), "{e}");
+
+    // The other refusals read as words too.
+    let text = format!("{base}routes = [ {{ prefix = \"/a/./b\", upstream = \"a\" }} ]\n");
+    let e = parse(&text).expect_err("bad prefix");
+    assert_eq!(e.message, "route prefix \"/a/./b\" is not a valid path prefix");
+}
+
+#[test]
+fn key_at_reads_any_cut_of_a_config_without_panicking() {
+    for n in 0..=SEED.len() {
+        let _ = parse(&SEED[..n]);
+    }
+    for offset in 0..=SEED.len() + 1 {
+        let _ = error::key_at(SEED, offset);
+    }
+    assert_eq!(error::key_at(SEED, SEED.find("\"auto\"").expect("in seed")).as_deref(), Some("runtime.driver"));
+    assert_eq!(error::key_at(SEED, SEED.find("# threads").expect("in seed")), None, "a comment line");
+}

@@ -51,9 +51,10 @@ pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
 /// `Transfer-Encoding` and `Content-Length` are dropped too because the
-/// proxy always writes its own framing.
+/// proxy always writes its own framing; `HTTP2-Settings` belongs to the h2c
+/// upgrade, which is never forwarded (RFC 9113 §3.1).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 9] = [
+    const HOP: [&[u8]; 10] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
@@ -63,6 +64,7 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
         b"transfer-encoding",
         b"content-length",
         b"proxy-authenticate",
+        b"http2-settings",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }

@@ -8,6 +8,7 @@ pub mod head;
 pub mod headers;
 pub mod path;
 pub mod request;
+pub mod request_line;
 pub mod response;
 
 /// How a message body is delimited (RFC 9112 §6.3).

@@ -89,15 +89,21 @@ fn normalize_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
         i += 1;
 
         let seg = out.get(seg_start..).unwrap_or(&[]);
-        if seg.is_empty() {
-            // Repeated or trailing slash: the '/' already in `out` covers it.
-            continue;
-        }
-        if seg == b"." {
+        // A segment is judged by its part before any `;` parameters, as
+        // Tomcat, Jetty and Spring judge it: `..;x` climbs like `..` there,
+        // so it must here too, or `/app1/..;/admin` would route as /app1.
+        let name = &seg[..param_start(seg)];
+        if name.is_empty() {
+            // Repeated or trailing slash (or `/;x/`, which such a backend
+            // reads as `//`): the '/' already in `out` covers it.
             out.truncate(seg_start);
             continue;
         }
-        if seg == b".." {
+        if name == b"." {
+            out.truncate(seg_start);
+            continue;
+        }
+        if name == b".." {
             out.truncate(seg_start);
             // seg_start == 1 means `out` is just "/": nothing left to pop.
             if seg_start <= 1 {
@@ -145,6 +151,27 @@ fn push_byte(path: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, PathErro
     }
     out.push(b);
     Ok(1)
+}
+
+/// Where a segment's `;` parameters start (its length if it has none): at
+/// the first `;`, raw or percent-encoded in either case, since some
+/// backends decode `%3B` before they strip parameters.
+pub fn param_start(seg: &[u8]) -> usize {
+    let mut i = 0;
+    while i < seg.len() {
+        match seg[i] {
+            b';' => return i,
+            b'%' if seg.get(i + 1) == Some(&b'3') && matches!(seg.get(i + 2), Some(b'b' | b'B')) => return i,
+            _ => i += 1,
+        }
+    }
+    seg.len()
+}
+
+/// Whether a raw path has a `;` parameter anywhere (`[http] path_params =
+/// "refuse"`).
+pub fn has_params(path: &[u8]) -> bool {
+    param_start(path) < path.len()
 }
 
 const HEX_UPPER: [u8; 16] = *b"0123456789ABCDEF";

@@ -5,7 +5,7 @@
 use super::headers::{list_items, parse_content_length, push_decimal, trim_ows, ConnectionOptions};
 use super::path::is_pchar_raw;
 use super::BodyKind;
-use crate::config::Limits;
+use crate::config::{HttpPolicy, Limits, Underscores};
 use std::mem::MaybeUninit;
 
 /// Why a request was refused; each maps to one status, and the client
@@ -86,8 +86,12 @@ pub struct Request<'b, 'h> {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// The protocol asked for with `Upgrade` + `Connection: upgrade`.
+    /// The `Upgrade` value, when `Connection: upgrade` came with it and it
+    /// offers at least one protocol `[http] upgrades` allows (the others
+    /// are removed when forwarding).
     pub upgrade: Option<&'b [u8]>,
+    /// Fields whose name contains `_` (see `Underscores`).
+    pub underscored: usize,
     pub connection: ConnectionOptions<'b>,
     pub headers: &'h [httparse::Header<'b>],
     pub head_len: usize,
@@ -103,6 +107,7 @@ pub fn parse<'b, 'h>(
     buf: &'b [u8],
     slots: &'h mut HeaderSlots<'b>,
     limits: &Limits,
+    policy: &HttpPolicy,
 ) -> Result<Request<'b, 'h>, RequestError> {
     let slots_len = slots.len().min(limits.max_headers);
     let mut req = httparse::Request::new(&mut []);
@@ -110,7 +115,7 @@ pub fn parse<'b, 'h>(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(RequestError::BadRequest("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(RequestError::VersionNotSupported),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(RequestError::BadRequest("malformed head")),
     };
     let method_token = req.method.unwrap_or("");
@@ -123,6 +128,9 @@ pub fn parse<'b, 'h>(
     }
     if method_token.len() > MAX_METHOD_BYTES {
         return Err(RequestError::NotImplemented("method too long"));
+    }
+    if !method_token.bytes().all(is_method_byte) {
+        return Err(RequestError::BadRequest("method is not an upper-case token"));
     }
     if method_token == "CONNECT" {
         return Err(RequestError::NotImplemented("CONNECT"));
@@ -137,8 +145,12 @@ pub fn parse<'b, 'h>(
     let mut expect_continue = false;
     let mut upgrade: Option<&[u8]> = None;
     let mut connection = ConnectionOptions::default();
+    let mut underscored = 0;
     for h in headers {
         let name = h.name.as_bytes();
+        if name.contains(&b'_') {
+            underscored += 1;
+        }
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             host = Some(trim_ows(h.value));
@@ -177,9 +189,17 @@ pub fn parse<'b, 'h>(
         }
     }
 
+    if underscored > 0 && policy.underscores == Underscores::Reject {
+        return Err(RequestError::BadRequest("underscore in a header name"));
+    }
     let (path, query, authority) = split_target(target, method)?;
     if hosts > 1 {
         return Err(RequestError::BadRequest("more than one Host"));
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused, even
+    // in absolute-form, whose authority then replaces it.
+    if hosts == 0 && !http10 {
+        return Err(RequestError::BadRequest("missing Host"));
     }
     let host = match (authority, host) {
         (Some(a), _) => a,
@@ -216,7 +236,10 @@ pub fn parse<'b, 'h>(
         expect_continue: expect_continue && !http10 && body != BodyKind::None,
         // HTTP/1.0 has no Upgrade (RFC 9110 §7.8); without the Connection
         // option the field is an ordinary hop-by-hop field and is dropped.
-        upgrade: upgrade.filter(|_| connection.upgrade && !http10),
+        upgrade: upgrade
+            .filter(|_| connection.upgrade && !http10)
+            .filter(|offer| list_items(offer).any(|p| policy.allows_upgrade(p))),
+        underscored,
         connection,
         headers,
         head_len,
@@ -252,8 +275,13 @@ fn split_target(target: &[u8], method: Method) -> Result<TargetParts<'_>, Reques
     };
     let q = rest.iter().position(|&b| b == b'?').unwrap_or(rest.len());
     let (path, query) = rest.split_at(q);
-    // "http://host?x" has an empty path, which means "/".
-    let path: &[u8] = if path.is_empty() { b"/" } else { path };
+    // "http://host?x" has an empty path, which means "/", except for an
+    // OPTIONS about the server as a whole (RFC 9112 §3.2.4), which is "*".
+    let path: &[u8] = match (path.is_empty(), method, query.is_empty()) {
+        (true, Method::Options, true) => b"*",
+        (true, ..) => b"/",
+        (false, ..) => path,
+    };
     Ok((path, query, authority))
 }
 
@@ -282,11 +310,45 @@ fn valid_host(h: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&b| b == b'%' || (is_pchar_raw(b) && b != b':' && b != b'@'))
 }
 
+/// A method byte as nginx accepts it: upper-case letters, `-` and `_`.
+/// Methods are case-sensitive (RFC 9110 §9.1), so `get` is not GET; a
+/// backend that folds case would disagree with the proxy about which
+/// method it got, and so about whether a retry was safe.
+pub fn is_method_byte(b: u8) -> bool {
+    b.is_ascii_uppercase() || b == b'-' || b == b'_'
+}
+
+/// The status for a request line httparse refused at its version: 505 when
+/// the line has the shape `METHOD SP target SP HTTP/d.d` (a version we do
+/// not speak), 400 when it is malformed (a space inside the target, a
+/// missing or garbled version).
+fn version_error(buf: &[u8]) -> RequestError {
+    let line = buf.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let shaped = matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(m), Some(t), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None)
+            if !m.is_empty() && !t.is_empty() && major.is_ascii_digit() && minor.is_ascii_digit()
+    );
+    if shaped {
+        RequestError::VersionNotSupported
+    } else {
+        RequestError::BadRequest("malformed request line")
+    }
+}
+
 /// Writes the head the upstream receives: canonical start line with the
 /// routed `path`, the client's end-to-end fields in order, forwarding
-/// fields, and exactly one framing field.
+/// fields, and exactly one framing field. Returns how many fields were
+/// dropped for a `_` in their name (`[http] underscores_in_headers`).
 /// `client` is the client's address as text (formatted once per connection).
-pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: &[u8], out: &mut Vec<u8>) {
+pub fn write_upstream_head(
+    req: &Request<'_, '_>,
+    path: &[u8],
+    client: &[u8],
+    policy: &HttpPolicy,
+    out: &mut Vec<u8>,
+) -> usize {
     out.clear();
     out.extend_from_slice(req.method_token.as_bytes());
     out.push(b' ');
@@ -296,8 +358,14 @@ pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: &[u8], ou
     out.extend_from_slice(req.host);
     out.extend_from_slice(b"\r\n");
     let mut forwarded_for = false;
+    let drop_underscored = req.underscored > 0 && policy.underscores == Underscores::Drop;
+    let mut dropped = 0;
     for h in req.headers {
         let name = h.name.as_bytes();
+        if drop_underscored && name.contains(&b'_') {
+            dropped += 1;
+            continue;
+        }
         if req.connection.drops(name)
             || name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"expect")
@@ -325,9 +393,17 @@ pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: &[u8], ou
     }
     out.extend_from_slice(client);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(protocol) = req.upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-        push_field(out, b"Upgrade", protocol);
+    if let Some(offer) = req.upgrade {
+        // Only the protocols `[http] upgrades` allows; `parse` made sure
+        // there is at least one.
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        for (i, p) in list_items(offer).filter(|p| policy.allows_upgrade(p)).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(p);
+        }
+        out.extend_from_slice(b"\r\n");
     }
     match req.body {
         BodyKind::Length(n) => {
@@ -339,6 +415,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, path: &[u8], client: &[u8], ou
         BodyKind::None | BodyKind::UntilClose => {}
     }
     out.extend_from_slice(b"\r\n");
+    dropped
 }
 
 pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -12,7 +12,7 @@ use super::buf::{write_out, ConnBuf};
 use crate::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
 use crate::http::BodyKind;
 use crate::runtime::Watch;
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use std::time::Duration;
 
 /// Bytes of re-encoded output gathered before a write.
@@ -46,10 +46,12 @@ pub enum RelayError {
     TooLarge,
 }
 
-pub struct Relay<'a> {
-    pub src: &'a mut TcpStream,
+/// One body's way from `src` to `dst` (sockets, or the halves of a split
+/// socket when the other direction is watched meanwhile).
+pub struct Relay<'a, R, W> {
+    pub src: &'a mut R,
     pub srcbuf: &'a mut ConnBuf,
-    pub dst: &'a mut TcpStream,
+    pub dst: &'a mut W,
     pub out: &'a mut Vec<u8>,
     /// Times each read and write (the request's watchdog slot).
     pub watch: Watch<'a>,
@@ -58,7 +60,7 @@ pub struct Relay<'a> {
     pub max_bytes: Option<u64>,
 }
 
-impl Relay<'_> {
+impl<R: AsyncReadRent, W: AsyncWriteRent> Relay<'_, R, W> {
     async fn read(&mut self) -> Result<usize, RelayError> {
         match self.watch.limit(self.read_timeout, self.srcbuf.fill(self.src)).await {
             Err(_) => Err(RelayError::SrcTimeout),

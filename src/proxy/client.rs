@@ -54,13 +54,14 @@ impl Session {
         }
     }
 
-    /// With unread request bytes buffered: half-closes, then reads briefly
+    /// With unread request bytes buffered, or a request body left unread
+    /// after an early response: half-closes, then reads briefly
     /// so they do not turn the close into a reset that could destroy the
     /// last response (RFC 9112 §9.6). Otherwise dropping the stream is the
     /// whole close: a half-close first would only cost a syscall, since a
     /// close with nothing unread sends the same FIN.
     pub(super) async fn close(&mut self) {
-        if !self.cbuf.is_empty() {
+        if !self.cbuf.is_empty() || self.body_unread {
             let _ = self.client.shutdown().await;
             self.cbuf.clear();
             Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
@@ -71,6 +72,7 @@ impl Session {
     /// closed or idled out between requests, which needs no answer.
     pub(super) async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
         self.scanner.reset();
+        self.line_check.reset();
         let mut deadline: Option<Instant> = None;
         loop {
             let skip = leading_empty_lines(self.cbuf.data());
@@ -78,11 +80,19 @@ impl Session {
                 // The scanner's resume point is relative to the buffer start.
                 self.cbuf.consume(skip);
                 self.scanner.reset();
+                self.line_check.reset();
             }
             if !self.cbuf.is_empty() {
                 match self.scanner.scan(self.cbuf.data(), self.config.limits.max_header_bytes) {
                     Ok(Some(n)) => return Ok(Some(n)),
-                    Ok(None) => {}
+                    // Incomplete: refuse now what could never become a
+                    // request (a complete head is left to the parser).
+                    Ok(None) => {
+                        if let Err(e) = self.line_check.check(self.cbuf.data(), self.config.limits.max_target_bytes) {
+                            self.worker.metrics.borrow_mut().edge.request_lines_refused += 1;
+                            return Err(ProxyError::Request(e));
+                        }
+                    }
                     Err(HeadError::BareLf) => return Err(ProxyError::Request(RequestError::BadRequest("bare LF"))),
                     Err(HeadError::TooLarge) => return Err(ProxyError::Request(RequestError::HeadTooLarge)),
                 }

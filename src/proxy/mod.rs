@@ -9,6 +9,7 @@ mod client;
 mod error;
 mod local;
 mod retry;
+mod send;
 mod tunnel;
 mod upstream;
 
@@ -16,10 +17,12 @@ pub use error::{ProxyError, Retry, Side};
 pub use local::reason;
 
 use crate::access_log;
-use crate::config::{RouteAction, MAX_HEADERS_CEILING};
+use crate::config::{PathParams, RouteAction, MAX_HEADERS_CEILING};
 use crate::http::head::HeadScanner;
-use crate::http::path::normalize_path;
+use crate::http::headers::list_items;
+use crate::http::path::{has_params, normalize_path};
 use crate::http::request::{self, Method, RequestError};
+use crate::http::request_line::RequestLineCheck;
 use crate::http::BodyKind;
 use crate::runtime::{Snapshot, Worker};
 use crate::upstream::{hash_bytes, Balance, HashKey};
@@ -95,6 +98,8 @@ pub struct Session {
     out: Vec<u8>,
     path: Vec<u8>,
     scanner: HeadScanner,
+    /// Refuses a request line at its first impossible byte.
+    line_check: RequestLineCheck,
     response_started: bool,
     /// Status sent (or to record) for the current request.
     status: u16,
@@ -116,6 +121,9 @@ pub struct Session {
     replay: Vec<u8>,
     /// The current request's server order (reused buffer).
     plan: Vec<usize>,
+    /// A response went out before the request body was read to its end
+    /// (see `send`): the connection closes, lingering over the rest.
+    body_unread: bool,
     /// Wait for the next request with a hot read (see `read_head`).
     hot: bool,
     /// No request has completed on this connection yet.
@@ -145,6 +153,7 @@ impl Session {
             out: Vec::new(),
             path: Vec::new(),
             scanner: HeadScanner::default(),
+            line_check: RequestLineCheck::default(),
             response_started: false,
             status: 0,
             routed: false,
@@ -156,6 +165,7 @@ impl Session {
             upgrade_offer: Vec::new(),
             replay: Vec::new(),
             plan: Vec::new(),
+            body_unread: false,
             hot: true,
             fresh: true,
             canceller: None,
@@ -283,12 +293,22 @@ impl Session {
     fn prepare(&mut self, head_len: usize) -> Result<Exchange, ProxyError> {
         let config = Rc::clone(&self.config);
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS_CEILING];
-        let req =
-            request::parse(&self.cbuf.data()[..head_len], &mut slots, &config.limits).map_err(ProxyError::Request)?;
+        let req = request::parse(&self.cbuf.data()[..head_len], &mut slots, &config.limits, &config.http)
+            .map_err(ProxyError::Request)?;
         self.http10 = req.http10;
         self.upgrade_offer.clear();
+        if req.connection.upgrade
+            && req.upgrade.is_none()
+            && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        {
+            self.worker.metrics.borrow_mut().edge.upgrades_stripped += 1;
+        }
         if let Some(offer) = req.upgrade {
-            self.upgrade_offer.extend_from_slice(offer);
+            // Only what is forwarded: a 101 to anything else is refused.
+            for p in list_items(offer).filter(|p| config.http.allows_upgrade(p)) {
+                self.upgrade_offer.extend_from_slice(p);
+                self.upgrade_offer.push(b',');
+            }
         }
         if self.worker.logs_access() {
             let (mut log_req, mut marks) = (std::mem::take(&mut self.log_req), [0; 4]);
@@ -301,6 +321,9 @@ impl Session {
             self.path.clear();
             self.path.push(b'/');
         } else {
+            if config.http.path_params == PathParams::Refuse && has_params(req.path) {
+                return Err(ProxyError::Request(RequestError::BadRequest("path parameter (`;`) refused")));
+            }
             normalize_path(req.path, &mut self.path)
                 .map_err(|_| ProxyError::Request(RequestError::BadRequest("path cannot be normalized")))?;
         }
@@ -323,7 +346,11 @@ impl Session {
                     (false, true) => b"/",
                     (false, false) => &self.path,
                 };
-                request::write_upstream_head(&req, path, self.peer_text.as_bytes(), &mut self.uhead);
+                let dropped =
+                    request::write_upstream_head(&req, path, self.peer_text.as_bytes(), &config.http, &mut self.uhead);
+                if dropped > 0 {
+                    self.worker.metrics.borrow_mut().edge.underscored_dropped += dropped as u64;
+                }
                 let up = &config.upstreams[*upstream];
                 key_hash = match &up.policy.balance {
                     Balance::Hash(key) => balance_key(key, &req, self.peer),

@@ -135,7 +135,7 @@ impl Session {
         loop {
             let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id, coarse_ms()) };
             let reused = pooled.is_some();
-            let mut conn = match pooled {
+            let conn = match pooled {
                 Some(c) => c,
                 None => match connect(server.addr, self.config.timeouts.upstream_connect).await {
                     Ok(c) => {
@@ -153,13 +153,17 @@ impl Session {
             self.upstream_addr = Some(server.addr);
             // Boxed apart from the exchange so that each box stays within
             // glibc's per-thread cache (see the size tests in `proxy`).
-            let result = Box::pin(self.forward(&mut conn, x, reused)).await;
+            let mut slot = Some(conn);
+            let result = Box::pin(self.forward(&mut slot, x, reused)).await;
             worker.upstream_in_use(server.id, false);
             worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&result));
             match result {
-                Ok(done) if done.upgraded => return Ok(Next::Upgrade(conn)),
+                Ok(done) if done.upgraded => match slot {
+                    Some(conn) => return Ok(Next::Upgrade(conn)),
+                    None => return Err(ProxyError::UpstreamGone { reused, answered: true }),
+                },
                 Ok(done) => {
-                    if done.upstream_reusable {
+                    if let (true, Some(conn)) = (done.upstream_reusable, slot) {
                         worker.pools.borrow_mut().checkin(
                             server.id,
                             conn,

@@ -5,7 +5,7 @@
 use super::body::{Encode, Relay, RelayError};
 use super::buf::write_out;
 use super::error::ProxyError;
-use super::local::CONTINUE;
+use super::send::Sent;
 use super::{Exchange, Session};
 use crate::config::MAX_HEADERS_CEILING;
 use crate::http::head::HeadError;
@@ -14,17 +14,11 @@ use crate::http::request::Method;
 use crate::http::response::{self, client_framing, ClientFraming};
 use crate::http::BodyKind;
 use crate::metrics::Outcome;
-use crate::runtime::Watch;
-use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// A buffered (replayable) request body up to this size is sent in the same
-/// write as the request head.
-const COALESCE_BODY_BYTES: usize = 16 * 1024;
 
 /// The metrics outcome of one attempt.
 pub(super) fn outcome(result: &Result<Done, ProxyError>) -> Outcome {
@@ -59,79 +53,45 @@ pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStre
     }
 }
 
-/// Writes all of `buf` and gives it back unchanged, since a retry may send
-/// the same bytes again. On a timeout the bytes are lost with the write,
-/// which is why `UpstreamSendTimeout` never retries.
-async fn send_kept(
-    up: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    watch: Watch<'_>,
-    limit: Duration,
-    gone: ProxyError,
-) -> Result<(), ProxyError> {
-    let (res, back) = match watch.limit(limit, up.write_all(std::mem::take(buf))).await {
-        Ok(r) => r,
-        Err(_) => return Err(ProxyError::UpstreamSendTimeout),
-    };
-    *buf = back;
-    res.map(drop).map_err(|_| gone)
-}
-
 impl Session {
-    /// One attempt: request out, response back.
-    pub(super) async fn forward(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Done, ProxyError> {
-        let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch_slot);
-        let gone = ProxyError::UpstreamGone { reused, answered: false };
+    /// One attempt: request out, response back. `conn` holds the upstream
+    /// connection before and after (to be pooled, tunneled or dropped); it
+    /// is taken out while the request is sent, which may split it.
+    pub(super) async fn forward(
+        &mut self,
+        conn: &mut Option<TcpStream>,
+        x: Exchange,
+        reused: bool,
+    ) -> Result<Done, ProxyError> {
+        let Some(up) = conn.take() else {
+            return Err(ProxyError::UpstreamGone { reused, answered: false });
+        };
         if !self.ubuf.has_storage() {
             let _ = self.ubuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
         }
-        let streamed = x.body != BodyKind::None && !x.replay;
-        if streamed {
-            if x.expect_continue && self.cbuf.is_empty() {
-                self.out.clear();
-                self.out.extend_from_slice(CONTINUE);
-                self.send_out().await?;
-            }
-            // The head leaves with the first body bytes (the relay flushes
-            // before it waits on the client); `uhead` stays intact.
-            self.out.extend_from_slice(&self.uhead);
-        } else {
-            // A small replayable body rides in the head's write.
-            let head_len = self.uhead.len();
-            let coalesce = x.replay && self.replay.len() <= COALESCE_BODY_BYTES;
-            if coalesce {
-                self.uhead.extend_from_slice(&self.replay);
-            }
-            let sent = send_kept(up, &mut self.uhead, watch, self.config.timeouts.upstream_send, gone).await;
-            self.uhead.truncate(head_len);
-            sent?;
-            if x.replay && !coalesce {
-                send_kept(up, &mut self.replay, watch, self.config.timeouts.upstream_send, gone).await?;
-            }
+        let (up, sent) = self.send_request(up, x, reused).await;
+        let up = conn.insert(up);
+        match sent {
+            Ok(sent) => self.receive(up, x, reused, sent).await,
+            Err(e) => Err(e),
         }
-        if streamed {
-            let enc = if x.body == BodyKind::Chunked { Encode::Chunked } else { Encode::Raw };
-            let mut relay = Relay {
-                src: &mut self.client,
-                srcbuf: &mut self.cbuf,
-                dst: up,
-                out: &mut self.out,
-                watch,
-                read_timeout: self.config.timeouts.client_body,
-                write_timeout: self.config.timeouts.upstream_send,
-                max_bytes: self.config.limits.max_body_bytes,
-            };
-            relay.run(x.body, enc).await.map_err(|e| match e {
-                RelayError::SrcIo | RelayError::SrcEof => ProxyError::ClientGone,
-                RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
-                RelayError::SrcFraming(c) => ProxyError::ClientBody(c),
-                RelayError::TooLarge => ProxyError::ClientBodyTooLarge,
-                RelayError::DstIo => ProxyError::UpstreamGone { reused, answered: false },
-                RelayError::DstTimeout => ProxyError::UpstreamSendTimeout,
-            })?;
-        }
+    }
 
+    /// The response to a request sent whole or answered early.
+    async fn receive(&mut self, up: &mut TcpStream, x: Exchange, reused: bool, sent: Sent) -> Result<Done, ProxyError> {
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.watch_slot);
+        let x = match sent {
+            Sent::Whole | Sent::Overlapped => x,
+            Sent::Early => {
+                // The rest of the request body is never read: the client
+                // connection closes after this response, and lingers first
+                // so the unread bytes do not reset the answer away.
+                self.worker.metrics.borrow_mut().edge.early_responses += 1;
+                self.body_unread = true;
+                Exchange { keep_alive: false, ..x }
+            }
+        };
         let (body, framing, upstream_close, keep_alive) = self.read_response_head(up, x, reused).await?;
         // The head waits in `out` for the relay, which sends it with the
         // first body bytes: committed from here on, no error page can follow.
@@ -160,15 +120,15 @@ impl Session {
             // would had the bytes left earlier.
             let _ = self.send_out().await;
         }
-        let sent = relayed.map_err(|e| match e {
+        let relayed = relayed.map_err(|e| match e {
             RelayError::SrcIo | RelayError::SrcEof => ProxyError::UpstreamGone { reused, answered: true },
             RelayError::SrcTimeout => ProxyError::UpstreamTimeout,
             RelayError::SrcFraming(c) => ProxyError::UpstreamBody(c),
             RelayError::TooLarge => ProxyError::BadResponse("body too large"),
             RelayError::DstIo | RelayError::DstTimeout => ProxyError::ClientGone,
         })?;
-        self.bytes_sent = sent;
-        let upstream_reusable = !upstream_close && self.ubuf.is_empty();
+        self.bytes_sent = relayed;
+        let upstream_reusable = sent == Sent::Whole && !upstream_close && self.ubuf.is_empty();
         self.ubuf.clear();
         Ok(Done { upstream_reusable, client_keep_alive: keep_alive, upgraded: false })
     }

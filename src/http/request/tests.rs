@@ -1,19 +1,20 @@
 use super::*;
+use crate::config::HttpPolicy;
 
 const LIMITS: Limits =
     Limits { max_header_bytes: 16384, max_headers: 100, max_target_bytes: 64, max_body_bytes: Some(1000) };
 
 fn check(raw: &str) -> Result<(BodyKind, bool, Vec<u8>), RequestError> {
     let mut slots = [const { MaybeUninit::uninit() }; 128];
-    let r = parse(raw.as_bytes(), &mut slots, &LIMITS)?;
+    let r = parse(raw.as_bytes(), &mut slots, &LIMITS, HttpPolicy::defaults())?;
     Ok((r.body, r.keep_alive, r.host.to_vec()))
 }
 
 fn upstream_head(raw: &str, path: &str) -> String {
     let mut slots = [const { MaybeUninit::uninit() }; 128];
-    let r = parse(raw.as_bytes(), &mut slots, &LIMITS).expect("valid request");
+    let r = parse(raw.as_bytes(), &mut slots, &LIMITS, HttpPolicy::defaults()).expect("valid request");
     let mut out = Vec::new();
-    write_upstream_head(&r, path.as_bytes(), b"10.0.0.9", &mut out);
+    write_upstream_head(&r, path.as_bytes(), b"10.0.0.9", HttpPolicy::defaults(), &mut out);
     String::from_utf8(out).expect("ascii")
 }
 
@@ -106,10 +107,11 @@ fn keep_alive_by_version() {
 fn absolute_form_routes_by_path_and_replaces_host() {
     let mut slots = [const { MaybeUninit::uninit() }; 8];
     let raw = b"GET http://Example.com:8080/admin?x=1 HTTP/1.1\r\nHost: other\r\n\r\n";
-    let r = parse(raw, &mut slots, &LIMITS).expect("valid");
+    let r = parse(raw, &mut slots, &LIMITS, HttpPolicy::defaults()).expect("valid");
     assert_eq!((r.path, r.query, r.host), (&b"/admin"[..], &b"?x=1"[..], &b"Example.com:8080"[..]));
     let mut slots = [const { MaybeUninit::uninit() }; 8];
-    let r = parse(b"GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n", &mut slots, &LIMITS).expect("valid");
+    let r = parse(b"GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n", &mut slots, &LIMITS, HttpPolicy::defaults())
+        .expect("valid");
     assert_eq!((r.path, r.query), (&b"/"[..], &b"?q"[..]));
 }
 
@@ -136,4 +138,71 @@ fn methods_are_case_sensitive() {
     assert!(!Method::from_token("POST").is_idempotent());
     assert!(!Method::from_token("PATCH").is_idempotent());
     assert!(Method::from_token("DELETE").is_idempotent());
+}
+
+fn with_policy(raw: &str, policy: &HttpPolicy) -> Result<String, RequestError> {
+    let mut slots = [const { MaybeUninit::uninit() }; 32];
+    let r = parse(raw.as_bytes(), &mut slots, &LIMITS, policy)?;
+    let mut out = Vec::new();
+    write_upstream_head(&r, r.path, b"10.0.0.9", policy, &mut out);
+    Ok(String::from_utf8(out).expect("ascii"))
+}
+
+#[test]
+fn only_configured_upgrades_are_forwarded() {
+    let d = HttpPolicy::defaults();
+    let h2c = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n";
+    assert_eq!(
+        with_policy(h2c, d),
+        Ok("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n".to_string())
+    );
+    // Without the Connection option, HTTP2-Settings is still never forwarded.
+    let bare = with_policy("GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: x\r\n\r\n", d).expect("valid");
+    assert!(!bare.to_ascii_lowercase().contains("http2-settings"), "{bare}");
+    let ws = with_policy("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket\r\nConnection: upgrade\r\n\r\n", d);
+    assert!(ws.expect("valid").ends_with("Connection: upgrade\r\nUpgrade: WebSocket\r\n\r\n"));
+    let mut slots = [const { MaybeUninit::uninit() }; 8];
+    let r = parse(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n", &mut slots, &LIMITS, d);
+    assert_eq!(r.expect("valid").upgrade, None);
+}
+
+#[test]
+fn underscored_names_follow_the_policy() {
+    let raw = "GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Proto: https\r\nX-Ok: 1\r\n\r\n";
+    let dropped = with_policy(raw, HttpPolicy::defaults()).expect("valid");
+    assert!(!dropped.contains('_') && dropped.contains("X-Ok: 1"), "{dropped}");
+    let pass = HttpPolicy { underscores: crate::config::Underscores::Pass, ..HttpPolicy::default() };
+    assert!(with_policy(raw, &pass).expect("valid").contains("X_Forwarded_For: 6.6.6.6\r\n"));
+    let reject = HttpPolicy { underscores: crate::config::Underscores::Reject, ..HttpPolicy::default() };
+    assert_eq!(with_policy(raw, &reject), Err(RequestError::BadRequest("underscore in a header name")));
+}
+
+#[test]
+fn request_line_shapes() {
+    // A space inside the target is a malformed line, not a version.
+    assert_eq!(
+        check("GET /app1 x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Err(RequestError::BadRequest("malformed request line"))
+    );
+    assert!(matches!(check("GET / HTTP/1.1 x\r\nHost: a\r\n\r\n"), Err(RequestError::BadRequest(_))));
+    assert_eq!(check("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(RequestError::VersionNotSupported));
+    assert_eq!(check("GET / HTTP/0.9\r\nHost: a\r\n\r\n"), Err(RequestError::VersionNotSupported));
+    for m in ["get", "Get", "G3T", "GE.T"] {
+        let e = check(&format!("{m} / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(e, Err(RequestError::BadRequest("method is not an upper-case token")), "{m}");
+    }
+    assert!(check("M-SEARCH / HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+    // Absolute-form does not excuse a missing Host in HTTP/1.1.
+    assert_eq!(check("GET http://t/app1 HTTP/1.1\r\n\r\n"), Err(RequestError::BadRequest("missing Host")));
+    assert!(check("GET http://t/app1 HTTP/1.0\r\n\r\n").is_ok());
+}
+
+#[test]
+fn options_with_an_empty_path_asks_about_the_server() {
+    let mut slots = [const { MaybeUninit::uninit() }; 8];
+    let r = parse(b"OPTIONS http://t HTTP/1.1\r\nHost: t\r\n\r\n", &mut slots, &LIMITS, HttpPolicy::defaults());
+    assert_eq!(r.expect("valid").path, b"*");
+    let mut slots = [const { MaybeUninit::uninit() }; 8];
+    let r = parse(b"GET http://t HTTP/1.1\r\nHost: t\r\n\r\n", &mut slots, &LIMITS, HttpPolicy::defaults());
+    assert_eq!(r.expect("valid").path, b"/");
 }
