@@ -14,6 +14,7 @@ use ringway::config::{HttpPolicy, Limits};
 use ringway::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
 use ringway::http::head::{leading_empty_lines, HeadError, HeadScanner};
 use ringway::http::path::{is_pchar_raw, normalize_path};
+use ringway::router::Router;
 use ringway::http::request;
 use ringway::http::response::{self, client_framing, ClientFraming};
 use ringway::http::BodyKind;
@@ -394,5 +395,40 @@ pub fn check_path(data: &[u8]) {
     match normalize_path(&out, &mut again) {
         Ok(()) => assert!(again == out, "not idempotent: {} -> {}", ctx(), show(&again)),
         Err(e) => panic!("normalized path refused on the second pass ({e:?}): {}", ctx()),
+    }
+    check_path_params(data, &out);
+}
+
+/// Parameter texts inserted after a segment (raw `;` and `%3B` in both
+/// cases of hex, empty, nested, dot-like).
+const PARAMS: [&[u8]; 6] = [b";", b";x=1", b"%3B", b"%3bjsessionid=9", b";..", b";a;b%3B."];
+
+/// Issue 11, class 2: inserting `;Q` after any segment of a path never
+/// changes the route the path takes (backends such as Tomcat strip such
+/// parameters before they route, so the proxy must route as if they were
+/// not there). The routes are the path's own prefixes, plus `/admin`.
+fn check_path_params(data: &[u8], normalized: &[u8]) {
+    let mut routes = Router::new();
+    let _ = routes.insert("/", 0usize);
+    let _ = routes.insert("/admin", 1);
+    let mut prefix = String::new();
+    for (i, seg) in normalized[1..].split(|&b| b == b'/').enumerate() {
+        prefix.push('/');
+        prefix.push_str(&String::from_utf8_lossy(seg));
+        let _ = routes.insert(&prefix, i + 2);
+    }
+    let route = |path: &[u8]| -> Option<Option<usize>> {
+        let mut out = Vec::new();
+        normalize_path(path, &mut out).ok()?;
+        Some(routes.lookup(&out).map(|(v, _)| *v))
+    };
+    let want = route(data).expect("normalized once already");
+    let ends: Vec<usize> = (1..=data.len()).filter(|&i| i == data.len() || data[i] == b'/').collect();
+    for (k, &end) in ends.iter().enumerate() {
+        let param = PARAMS[(k + data.len()) % PARAMS.len()];
+        let mut with = data[..end].to_vec();
+        with.extend_from_slice(param);
+        with.extend_from_slice(&data[end..]);
+        assert_eq!(route(&with), Some(want), "{} routes apart from {}", show(&with), show(data));
     }
 }
