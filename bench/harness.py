@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""ringway vs nginx vs HAProxy benchmark harness (issue 6). Python stdlib only.
+"""ringway vs nginx vs HAProxy benchmark harness. Python stdlib only.
 
 Normally started through bench/run.sh, which installs the tools and builds
 the binaries first. Modes:
 
     bench/harness.py            full run: scenarios (a)-(e), 1 and 2 workers
-    bench/harness.py --quick    under a minute: (a) 1 worker, (c) small, (e) 2000 conns
+    bench/harness.py --quick    about a minute: (a) 1 worker, (c) small, (e) 2000 conns
     bench/harness.py --tuning   ringway's [runtime] knobs one at a time (scenario a)
 
 Every process it starts is in its own session and is killed on exit
@@ -968,7 +968,7 @@ def pick(summary, sc, var, w, px):
 
 
 def targets(summary, args):
-    """Issue 6 targets: list of (target, verdict, numbers)."""
+    """The performance targets: list of (target, verdict, numbers)."""
     out = []
 
     def r(x, m):
@@ -1196,7 +1196,7 @@ def report(summary, machine, args, notes, outdir):
               "2-worker rows: nothing pinned (all share both cores). Values are medians over rounds.", ""]
     lines += [table(summary), ""]
     if tg:
-        lines += ["Issue 6 targets:", "", "| target | verdict | numbers |", "|---|---|---|"]
+        lines += ["Performance targets:", "", "| target | verdict | numbers |", "|---|---|---|"]
         lines += [f"| {t} | **{v}** | {n} |" for t, v, n in tg]
         lines.append("")
     if notes:
@@ -1208,7 +1208,7 @@ def main():
     if not sys.flags.utf8_mode:  # µ, ≤ and × in the reports, whatever the locale
         os.execv(sys.executable, [sys.executable, "-X", "utf8"] + sys.argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="under a minute: (a) 1 worker, (c) small, (e) 2000 conns")
+    ap.add_argument("--quick", action="store_true", help="about a minute: (a) 1 worker, (c) small, (e) 2000 conns")
     ap.add_argument("--tuning", action="store_true", help="tuning lab: ringway [runtime] knobs, writes docs/tuning.md")
     ap.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", "21000")))
     ap.add_argument("--proxies", default="ringway,nginx,haproxy")

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# One entry point for ringway's benchmarks (issue 6): ringway vs nginx vs HAProxy.
+# One entry point for ringway's benchmarks: ringway vs nginx vs HAProxy.
 #
 #   bench/run.sh            full run (scenarios a-e, 1 and 2 workers; ~13 min on 2 cores)
-#   bench/run.sh --quick    under a minute: (a) 1 worker, (c) 4 KiB + Connection: close, (e) 2000 conns
+#   bench/run.sh --quick    about a minute once built: (a) 1 worker, (c) 4 KiB + Connection: close,
+#                           (e) 2000 conns; no oha (the open-loop scenario is full-run only)
 #   bench/run.sh --tuning   tuning lab: ringway's [runtime] knobs one at a time -> docs/tuning.md
 #   bench/run.sh --help     all options (base port, proxies, workers, rounds)
 #
 # On a fresh Debian machine it installs what is missing (nginx, haproxy, wrk,
-# curl, perf via apt-get; oha via cargo install), builds ringway and the
+# curl, perf via apt-get; oha via cargo install, full runs only), builds ringway and the
 # bench backend (bench/bigbody) in release, then runs bench/harness.py.
 # Needs root (apt-get, clear_refs, perf -a) and a Rust toolchain.
 set -euo pipefail
@@ -36,14 +37,17 @@ if ! have perf; then
     || log "perf unavailable: upstream connects/request will be measured for ringway only"
 fi
 have cargo || { log "cargo missing: install Rust (https://rustup.rs) first"; exit 1; }
-if ! have oha; then
-  log "cargo install oha --locked (compiles, a few minutes)"
+quick=0
+for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
+if [ "$quick" = 0 ] && ! have oha; then
+  # Only the full run's open-loop scenario (b) uses oha.
+  log "installing oha for the open-loop scenario: cargo install oha --locked (compiles; about 6 minutes on 2 cores)"
   cargo install oha --locked
 fi
 
-log "building ringway (release)"
+log "building ringway (release; about 90 s on 2 cores the first time)"
 cargo build --release --quiet
-log "building bench/bigbody (release)"
+log "building the bench backend bench/bigbody (release; about 30 s the first time)"
 cargo build --release --quiet --manifest-path bench/bigbody/Cargo.toml --target-dir target/bench-bigbody
 
 exec env PYTHONUTF8=1 python3 bench/harness.py "$@"
