@@ -140,7 +140,9 @@ impl Session {
             self.send_head(&mut up, x, reused).await
         };
         let sent = match sent {
-            Err(e @ ProxyError::UpstreamGone { .. }) => self.answered_anyway(&mut up, e).await,
+            Err(e @ ProxyError::UpstreamGone { reused: false, .. }) if x.body != BodyKind::None => {
+                self.answered_anyway(&mut up, e).await
+            }
             other => other,
         };
         (up, sent)
@@ -241,13 +243,17 @@ impl Session {
             Ok(_) => Ok(Sent::Whole),
             // The server closed, maybe right after answering: what it said
             // is in `ubuf`, or one read away.
-            Err(RelayError::DstIo) => self.answered_anyway(r, relay_error(RelayError::DstIo, reused)).await,
+            Err(RelayError::DstIo) if !reused => self.answered_anyway(r, relay_error(RelayError::DstIo, reused)).await,
             Err(e) => Err(relay_error(e, reused)),
         }
     }
 
-    /// After a failed write: `Early` when the upstream has answered (bytes
-    /// are buffered or come in one read of the dead connection), else `e`.
+    /// After a failed write of a request with a body on a new connection:
+    /// `Early` when the upstream has answered (bytes are buffered or come
+    /// in one read of the dead connection), else `e`. Not on a pooled
+    /// connection: bytes there may be what a server said as it closed the
+    /// idle connection (a 408), not an answer to this request; such a
+    /// failure keeps its retry on a new connection.
     async fn answered_anyway<S: AsyncReadRent>(&mut self, up: &mut S, e: ProxyError) -> Result<Sent, ProxyError> {
         if self.ubuf.is_empty() {
             let worker = Rc::clone(&self.worker);
