@@ -151,6 +151,25 @@ fn check_explains_a_duplicate_route_prefix_with_both_places() {
 }
 
 #[test]
+fn check_describes_a_wrong_type_in_toml_words() {
+    let text = format!("[runtime]\nthreads = \"lots\"\n\n{}", GOOD.replace("MARK", "web"));
+    let cfg = TempConfig::new(&text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let expected = format!("{}:2:11: key `runtime.threads`: expected a whole number, got \"lots\"\n", cfg.0.display());
+    assert_eq!(stderr, expected);
+
+    // A server table's own mistake, not "did not match any variant".
+    let text = GOOD.replace("MARK", "web").replace("[\"127.0.0.1:9\"]", "[{ addr = \"127.0.0.1:9\", weight = \"x\" }]");
+    let cfg = TempConfig::new(&text);
+    let (code, _, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected =
+        format!("{}:2:45: key `upstreams.web.servers.weight`: expected a whole number, got \"x\"\n", cfg.0.display());
+    assert_eq!(stderr, expected);
+}
+
+#[test]
 fn no_config_in_an_empty_directory_explains_how_to_start() {
     let dir = unique_temp_path("cli-empty", "");
     std::fs::create_dir_all(&dir).expect("mkdir");
