@@ -580,7 +580,7 @@ fn count_body(conn: &mut Conn, chunked: bool, length: u64, rec: &mut Recorded) -
 // ---------------------------------------------------------------------------
 
 /// Reads a child's stdout on a thread; lines arrive on a channel.
-fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+pub fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
