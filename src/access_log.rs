@@ -107,6 +107,8 @@ pub fn shutdown() {
 /// What one request contributes to its log line.
 pub struct Entry<'a> {
     pub client: SocketAddr,
+    /// Empty when not known: a request refused before its method (or
+    /// target) was complete. Logged as `-` (combined) or `null` (JSON).
     pub method: &'a [u8],
     pub target: &'a [u8],
     pub http10: bool,
@@ -130,9 +132,10 @@ pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTi
             const MONTHS: [&str; 12] =
                 ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
             let _ = write!(out, "{} - - [{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000] \"", e.client.ip(), MONTHS[mo - 1]);
-            clf_escape(out, e.method);
+            // Empty: a refused request whose line did not say (see `Entry`).
+            clf_escape(out, if e.method.is_empty() { b"-" } else { e.method });
             out.push(b' ');
-            clf_escape(out, e.target);
+            clf_escape(out, if e.target.is_empty() { b"-" } else { e.target });
             let _ = write!(out, " {version}\" {} {} \"", e.status, e.bytes);
             clf_escape(out, if e.referer.is_empty() { b"-" } else { e.referer });
             out.extend_from_slice(b"\" \"");
@@ -155,9 +158,9 @@ pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTi
                 "{{\"time\":\"{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z\",\"client\":\"{}\",\"method\":",
                 e.client
             );
-            json_string(out, e.method);
+            json_or_null(out, e.method);
             out.extend_from_slice(b",\"target\":");
-            json_string(out, e.target);
+            json_or_null(out, e.target);
             let _ = write!(
                 out,
                 ",\"protocol\":\"{version}\",\"status\":{},\"bytes\":{},\"duration_ms\":{ms:.3},\"upstream\":",
@@ -206,6 +209,15 @@ fn json_string(out: &mut Vec<u8>, v: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// A JSON string, or `null` for a field the request did not say.
+fn json_or_null(out: &mut Vec<u8>, v: &[u8]) {
+    if v.is_empty() {
+        out.extend_from_slice(b"null");
+    } else {
+        json_string(out, v);
+    }
 }
 
 /// UTC calendar fields from Unix seconds (Howard Hinnant's civil_from_days).
@@ -273,5 +285,20 @@ mod tests {
         assert_eq!(v["upstream"], "127.0.0.1:2222");
         assert_eq!(v["time"], "2026-11-25T16:42:25Z");
         assert_eq!(v["user_agent"], "a\u{ff}b\\");
+    }
+
+    #[test]
+    fn an_unknown_method_or_target_is_a_dash_or_null() {
+        let mut e = entry();
+        (e.method, e.target, e.status) = (b"", b"", 408);
+        let mut out = Vec::new();
+        format(&mut out, LogFormat::Combined, &e, UNIX_EPOCH);
+        let line = String::from_utf8(out).expect("ascii");
+        assert!(line.contains("] \"- - HTTP/1.1\" 408 "), "{line}");
+        let mut out = Vec::new();
+        e.method = b"GET";
+        format(&mut out, LogFormat::Json, &e, UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!((&v["method"], &v["target"]), (&serde_json::json!("GET"), &serde_json::Value::Null));
     }
 }
