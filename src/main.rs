@@ -67,25 +67,13 @@ enum Command {
     },
 }
 
-fn init_logging(level: Option<&str>) {
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Info);
-    if let Some(level) = level.and_then(|l| l.parse().ok()) {
-        builder.filter_level(level);
-    }
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    let _ = builder.try_init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config_path(config)),
         Some(Command::Demo { config }) => demo(config),
         Some(Command::Backend { port, bind, threads, app_id }) => {
-            init_logging(None);
+            ringway::logging::init(None);
             match ringway::backend::start(SocketAddr::new(bind, port), threads, app_id) {
                 Ok((addr, handles)) => {
                     println!("ringway backend listening on {addr}");
@@ -143,7 +131,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    init_logging(config.runtime.log_level.as_deref());
+    ringway::logging::init(config.runtime.log_level.as_deref());
     let path = config.source.clone();
     serve(Control::new(config, Some(path)))
 }
@@ -177,13 +165,12 @@ fn serve(control: Control) -> ExitCode {
         println!("ringway listening name={name} addr={addr}");
     }
     let control = Arc::clone(&running.control);
-    if let Some(bind) = config.admin {
-        match ringway::admin::start(Arc::clone(&control), bind) {
-            Ok(addr) => println!("ringway admin addr={addr}"),
-            Err(e) => {
-                log::error!("admin listener on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
+    match control.start_admin() {
+        Ok(Some(addr)) => println!("ringway admin addr={addr}"),
+        Ok(None) => {}
+        Err(e) => {
+            log::error!("admin listener on {}: {e}", config.admin.map_or(String::new(), |a| a.to_string()));
+            return ExitCode::FAILURE;
         }
     }
     let _ = std::io::stdout().flush();
@@ -201,8 +188,10 @@ fn handle_signals(control: &Arc<Control>, running: ringway::runtime::Running, mu
     });
     for signal in signals.forever() {
         match signal {
+            // Settings that wait for a restart or could not be applied were
+            // logged as warnings by the reload itself.
             SIGHUP => match control.reload() {
-                Ok(()) => log::info!("config reloaded (SIGHUP)"),
+                Ok(_) => log::info!("config reloaded (SIGHUP)"),
                 Err(e) => log::error!("reload refused, the running config stays: {e}"),
             },
             SIGUSR1 => ringway::access_log::reopen(),
@@ -247,7 +236,7 @@ fn demo(given: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.runtime.log_level.as_deref());
+    ringway::logging::init(config.runtime.log_level.as_deref());
     let mut backends = Vec::new();
     for addr in config.servers.iter().map(|s| s.addr).filter(|a| a.ip().is_loopback()) {
         match ringway::backend::start(addr, 1, None) {

@@ -210,7 +210,10 @@ fn post_reload_adds_a_route_seen_by_an_open_keepalive_connection() {
 
     p.rewrite_config(&v2);
     let r = admin_post(&p, "/reload");
-    assert_eq!((r.status, r.text().as_str()), (200, "reloaded\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("/reload answers JSON");
+    assert_eq!(doc["reloaded"], true, "{doc}");
+    assert_eq!(doc["restart_required"], serde_json::json!([]), "{doc}");
     // The admin reload is synchronous: the very next request sees it.
     assert_eq!(c.get("/new/x").text(), "b /new/x\n");
 
@@ -270,7 +273,10 @@ fn invalid_config_on_sighup_keeps_the_old_config_serving() {
     // The admin API refuses it the same way, with the location in the body.
     let r = admin_post(&p, "/reload");
     assert_eq!(r.status, 400);
-    assert!(r.text().starts_with(&format!("reload refused: {path}:{line}:")), "{}", r.text());
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("/reload answers JSON");
+    assert_eq!(doc["reloaded"], false, "{doc}");
+    let error = doc["error"].as_str().expect("error text");
+    assert!(error.starts_with(&format!("{path}:{line}:")), "{error}");
     wait_metric(&p, RELOAD_FAILED, 3.0);
 
     // A good config still reloads afterwards.
