@@ -1,7 +1,8 @@
 //! The control plane shared by all threads: the current config snapshot
 //! (swapped atomically on reload), the shutdown flag, a command channel to
-//! each worker, and the admin listener (which a reload may move). Workers read the snapshot once per request through a
-//! generation number, so the request path touches one relaxed atomic load.
+//! each worker, and the admin listener (which a reload may move). Workers
+//! read the snapshot once per request through a generation number, so the
+//! request path touches one relaxed atomic load.
 
 use super::listener::bind_group;
 use super::reload::Reloaded;
