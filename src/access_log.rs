@@ -1,7 +1,8 @@
 //! Access logging off the request path: each worker formats lines into its
 //! own buffer and hands full buffers (and whatever is left on every tick) to
 //! one writer thread over a channel, so a worker never makes a blocking write
-//! per request. SIGUSR1 makes the writer reopen its file for log rotation.
+//! per request. SIGUSR1 makes the writer reopen its file for log rotation; a
+//! reload can point it at another file, or turn it off or on.
 
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
 use std::fs::OpenOptions;
@@ -13,62 +14,140 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A worker hands its buffer over once it holds this many bytes.
 pub const FLUSH_BYTES: usize = 32 * 1024;
+/// The writer's own buffer in front of the file.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+type Output = io::BufWriter<Box<dyn Write + Send>>;
 
 enum Message {
     Lines(Vec<u8>),
     Reopen,
     Flush(Sender<()>),
+    /// From now on write to this output (already open), or to nothing.
+    Switch(Option<(Output, LogTarget)>),
 }
 
-fn writer() -> &'static Mutex<Option<Sender<Message>>> {
-    static WRITER: OnceLock<Mutex<Option<Sender<Message>>>> = OnceLock::new();
+/// The writer thread as the rest of the process sees it.
+struct Writer {
+    tx: Sender<Message>,
+    /// Where it writes now (`None`: logging was turned off by a reload).
+    target: Option<LogTarget>,
+}
+
+fn writer() -> &'static Mutex<Option<Writer>> {
+    static WRITER: OnceLock<Mutex<Option<Writer>>> = OnceLock::new();
     WRITER.get_or_init(|| Mutex::new(None))
 }
 
-fn open(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
-    Ok(match target {
+fn open(target: &LogTarget) -> io::Result<Output> {
+    let out: Box<dyn Write + Send> = match target {
         LogTarget::Stdout => Box::new(io::stdout()),
         LogTarget::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
-    })
+    };
+    Ok(io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, out))
+}
+
+fn describe(target: &LogTarget) -> String {
+    match target {
+        LogTarget::Stdout => "stdout".to_owned(),
+        LogTarget::File(path) => format!("{:?}", path.display().to_string()),
+    }
 }
 
 /// Starts the writer thread (once per process). Fails if the file cannot be
 /// opened, so a bad path is reported at start.
 pub fn start(config: &AccessLogConfig) -> io::Result<()> {
     let mut slot = writer().lock().unwrap_or_else(|e| e.into_inner());
-    if slot.is_some() {
+    if slot.is_none() {
+        *slot = Some(spawn(open(&config.target)?, config.target.clone())?);
+    }
+    Ok(())
+}
+
+/// Points the access log at `config`'s target after a reload (the format is
+/// each worker's business, see `runtime::worker`). The new file is opened
+/// here, on the reloading thread, so a failure can be reported: the writer
+/// then keeps its old target. Lines a worker still buffers (at most one
+/// 20 ms tick's worth) may land in the new file.
+pub fn retarget(config: Option<&AccessLogConfig>) -> Result<(), String> {
+    let mut slot = writer().lock().unwrap_or_else(|e| e.into_inner());
+    let running = slot.as_ref().and_then(|w| w.target.clone());
+    let wanted = config.map(|c| c.target.clone());
+    if running == wanted {
         return Ok(());
     }
-    let mut out = io::BufWriter::with_capacity(64 * 1024, open(&config.target)?);
-    let target = config.target.clone();
+    let Some(target) = wanted else {
+        if let Some(w) = slot.as_mut() {
+            let _ = w.tx.send(Message::Switch(None));
+            w.target = None;
+        }
+        log::info!("reload: access log off");
+        return Ok(());
+    };
+    let kept = match &running {
+        Some(t) => format!("the access log stays on {}", describe(t)),
+        None => "the access log stays off".to_owned(),
+    };
+    let out = open(&target).map_err(|e| format!("cannot open {} ({e}); {kept}", describe(&target)))?;
+    match slot.as_mut() {
+        Some(w) => {
+            let _ = w.tx.send(Message::Switch(Some((out, target.clone()))));
+            w.target = Some(target.clone());
+        }
+        None => *slot = Some(spawn(out, target.clone()).map_err(|e| format!("cannot start its writer ({e}); {kept}"))?),
+    }
+    log::info!("reload: access log now goes to {}", describe(&target));
+    Ok(())
+}
+
+fn spawn(out: Output, target: LogTarget) -> io::Result<Writer> {
     let (tx, rx) = mpsc::channel::<Message>();
-    std::thread::Builder::new().name("ringway-log".into()).spawn(move || {
-        while let Ok(msg) = rx.recv() {
-            match msg {
-                Message::Lines(lines) => {
-                    // Batches arrive at most once per worker tick, so
-                    // flushing each keeps the file current at little cost.
+    let running = Some(target.clone());
+    std::thread::Builder::new().name("ringway-log".into()).spawn(move || write_lines(rx, out, target))?;
+    Ok(Writer { tx, target: running })
+}
+
+/// The writer thread: writes what workers hand over, in order, to its
+/// current output.
+fn write_lines(rx: mpsc::Receiver<Message>, out: Output, target: LogTarget) {
+    let mut current = Some((out, target));
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            // Batches arrive at most once per worker tick, so flushing each
+            // keeps the file current at little cost.
+            Message::Lines(lines) => {
+                if let Some((out, _)) = current.as_mut() {
                     if let Err(e) = out.write_all(&lines).and_then(|()| out.flush()) {
                         log::error!("access log write failed: {e}");
                     }
                 }
-                Message::Reopen => {
+            }
+            Message::Reopen => {
+                if let Some((out, target)) = current.as_mut() {
                     let _ = out.flush();
-                    match open(&target) {
-                        Ok(f) => out = io::BufWriter::with_capacity(64 * 1024, f),
+                    match open(target) {
+                        Ok(f) => *out = f,
                         Err(e) => log::error!("access log reopen failed, keeping the old file: {e}"),
                     }
                 }
-                Message::Flush(done) => {
+            }
+            Message::Flush(done) => {
+                if let Some((out, _)) = current.as_mut() {
                     let _ = out.flush();
-                    let _ = done.send(());
                 }
+                let _ = done.send(());
+            }
+            Message::Switch(next) => {
+                if let Some((out, _)) = current.as_mut() {
+                    let _ = out.flush();
+                }
+                current = next;
             }
         }
+    }
+    if let Some((out, _)) = current.as_mut() {
         let _ = out.flush();
-    })?;
-    *slot = Some(tx);
-    Ok(())
+    }
 }
 
 /// A worker's handle on the writer thread.
@@ -81,21 +160,21 @@ impl LogSender {
     }
 }
 
-/// A handle on the writer, for a worker; None when logging is off.
+/// A handle on the writer, for a worker; None until a writer was started.
 pub fn sender() -> Option<LogSender> {
-    writer().lock().unwrap_or_else(|e| e.into_inner()).clone().map(LogSender)
+    writer().lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| LogSender(w.tx.clone()))
 }
 
 /// Asks the writer to reopen its file (SIGUSR1).
 pub fn reopen() {
-    if let Some(tx) = writer().lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        let _ = tx.send(Message::Reopen);
+    if let Some(w) = writer().lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let _ = w.tx.send(Message::Reopen);
     }
 }
 
 /// Flushes what the writer holds (at exit).
 pub fn shutdown() {
-    let tx = writer().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let tx = writer().lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.tx.clone());
     if let Some(tx) = tx {
         let (done_tx, done_rx) = mpsc::channel();
         if tx.send(Message::Flush(done_tx)).is_ok() {
@@ -107,6 +186,8 @@ pub fn shutdown() {
 /// What one request contributes to its log line.
 pub struct Entry<'a> {
     pub client: SocketAddr,
+    /// Empty when not known: a request refused before its method (or
+    /// target) was complete. Logged as `-` (combined) or `null` (JSON).
     pub method: &'a [u8],
     pub target: &'a [u8],
     pub http10: bool,
@@ -130,9 +211,10 @@ pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTi
             const MONTHS: [&str; 12] =
                 ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
             let _ = write!(out, "{} - - [{d:02}/{}/{y}:{h:02}:{mi:02}:{s:02} +0000] \"", e.client.ip(), MONTHS[mo - 1]);
-            clf_escape(out, e.method);
+            // Empty: a refused request whose line did not say (see `Entry`).
+            clf_escape(out, if e.method.is_empty() { b"-" } else { e.method });
             out.push(b' ');
-            clf_escape(out, e.target);
+            clf_escape(out, if e.target.is_empty() { b"-" } else { e.target });
             let _ = write!(out, " {version}\" {} {} \"", e.status, e.bytes);
             clf_escape(out, if e.referer.is_empty() { b"-" } else { e.referer });
             out.extend_from_slice(b"\" \"");
@@ -155,9 +237,9 @@ pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTi
                 "{{\"time\":\"{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z\",\"client\":\"{}\",\"method\":",
                 e.client
             );
-            json_string(out, e.method);
+            json_or_null(out, e.method);
             out.extend_from_slice(b",\"target\":");
-            json_string(out, e.target);
+            json_or_null(out, e.target);
             let _ = write!(
                 out,
                 ",\"protocol\":\"{version}\",\"status\":{},\"bytes\":{},\"duration_ms\":{ms:.3},\"upstream\":",
@@ -206,6 +288,15 @@ fn json_string(out: &mut Vec<u8>, v: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// A JSON string, or `null` for a field the request did not say.
+fn json_or_null(out: &mut Vec<u8>, v: &[u8]) {
+    if v.is_empty() {
+        out.extend_from_slice(b"null");
+    } else {
+        json_string(out, v);
+    }
 }
 
 /// UTC calendar fields from Unix seconds (Howard Hinnant's civil_from_days).
@@ -273,5 +364,20 @@ mod tests {
         assert_eq!(v["upstream"], "127.0.0.1:2222");
         assert_eq!(v["time"], "2026-11-25T16:42:25Z");
         assert_eq!(v["user_agent"], "a\u{ff}b\\");
+    }
+
+    #[test]
+    fn an_unknown_method_or_target_is_a_dash_or_null() {
+        let mut e = entry();
+        (e.method, e.target, e.status) = (b"", b"", 408);
+        let mut out = Vec::new();
+        format(&mut out, LogFormat::Combined, &e, UNIX_EPOCH);
+        let line = String::from_utf8(out).expect("ascii");
+        assert!(line.contains("] \"- - HTTP/1.1\" 408 "), "{line}");
+        let mut out = Vec::new();
+        e.method = b"GET";
+        format(&mut out, LogFormat::Json, &e, UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!((&v["method"], &v["target"]), (&serde_json::json!("GET"), &serde_json::Value::Null));
     }
 }

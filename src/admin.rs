@@ -9,10 +9,14 @@ use crate::http::request;
 use crate::metrics::{self, Globals, WorkerSnapshot};
 use crate::proxy::buf::{write_out, ConnBuf};
 use crate::runtime::{Command, Control};
+use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream};
+use std::cell::Cell;
 use std::io::Write;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -24,32 +28,87 @@ const ADMIN_LIMITS: Limits =
 /// Deadline for reading one admin request head.
 const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the admin listener and serves it on a new thread.
-pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<SocketAddr> {
+/// How often a running admin listener looks whether it was told to stop.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// A running admin listener. A reload that changes `[admin] bind` starts a
+/// new one and stops the old.
+pub struct AdminListener {
+    /// Where it listens (the configured address, with port 0 resolved).
+    pub addr: SocketAddr,
+    /// The `[admin] bind` it was started for.
+    pub bind: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl AdminListener {
+    /// Closes the listening socket within `STOP_POLL`; requests already
+    /// accepted (the `POST /reload` that moved it, say) still get answers.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Binds the admin listener and serves it on a new thread; returns once
+/// it serves, or with the error that keeps it from serving.
+pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<AdminListener> {
     let socket = crate::runtime::bind_reuseport(bind)?;
     let addr = socket.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::Builder::new().name("ringway-admin".into()).spawn(move || {
-        let config = control.config();
-        let mut rt = match crate::runtime::ring::build(config.runtime.driver, &config.runtime.ring) {
+        // The driver and ring the process started with: a reload does not
+        // change them (see `runtime::reload`).
+        let runtime = control.started_runtime();
+        let mut rt = match crate::runtime::ring::build(runtime.driver, &runtime.ring) {
             Ok(rt) => rt,
-            Err(e) => return log::error!("admin runtime: {e}"),
+            Err(e) => return drop(ready_tx.send(Err(e))),
         };
-        rt.block_on(async move {
-            let listener = match TcpListener::from_std(socket) {
-                Ok(l) => l,
-                Err(e) => return log::error!("admin listener: {e}"),
-            };
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        monoio::spawn(serve(stream, Arc::clone(&control)));
-                    }
-                    Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-        });
+        let _ = ready_tx.send(Ok(()));
+        rt.block_on(accept_until_stopped(socket, control, stopped));
     })?;
-    Ok(addr)
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(AdminListener { addr, bind, stop }),
+        Ok(Err(e)) => Err(std::io::Error::new(e.kind(), format!("admin runtime: {e}"))),
+        Err(_) => Err(std::io::Error::other("the admin thread exited during start")),
+    }
+}
+
+async fn accept_until_stopped(socket: std::net::TcpListener, control: Arc<Control>, stop: Arc<AtomicBool>) {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(l) => l,
+        Err(e) => return log::error!("admin listener: {e}"),
+    };
+    let canceller = Canceller::new();
+    let cancel = canceller.handle();
+    monoio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            monoio::time::sleep(STOP_POLL).await;
+        }
+        canceller.cancel();
+    });
+    let in_flight = Rc::new(Cell::new(0usize));
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, _)) => {
+                in_flight.set(in_flight.get() + 1);
+                let (control, in_flight) = (Arc::clone(&control), Rc::clone(&in_flight));
+                monoio::spawn(async move {
+                    serve(stream, control).await;
+                    in_flight.set(in_flight.get() - 1);
+                });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => break,
+            Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // Closed: new connections are refused from here on.
+    drop(listener);
+    let deadline = Instant::now() + ADMIN_HEAD_TIMEOUT;
+    while in_flight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(STOP_POLL).await;
+    }
 }
 
 /// One admin request per connection.
@@ -80,22 +139,33 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>) {
     reply(&mut stream, status, kind, &body).await;
 }
 
-fn route(control: &Control, method: &str, path: &str) -> (u16, &'static str, String) {
+fn route(control: &Arc<Control>, method: &str, path: &str) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     match (method, path) {
         ("GET", "/health") => (200, TEXT, "ok\n".into()),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(control)),
         ("GET", "/status") => (200, "application/json", status_json(control)),
-        ("POST", "/reload") => match control.reload() {
-            Ok(()) => {
-                log::info!("config reloaded (admin API)");
-                (200, TEXT, "reloaded\n".into())
-            }
-            Err(e) => {
-                log::error!("reload refused, the running config stays: {e}");
-                (400, TEXT, format!("reload refused: {e}\n"))
-            }
-        },
+        ("POST", "/reload") => {
+            let (status, doc) = match control.reload() {
+                Ok(done) => {
+                    log::info!("config reloaded (admin API)");
+                    let admin = done.admin.map(|a| a.to_string());
+                    let doc = serde_json::json!({
+                        "reloaded": true,
+                        "generation": control.generation(),
+                        "restart_required": done.restart_required,
+                        "warnings": done.warnings,
+                        "admin": admin,
+                    });
+                    (200, doc)
+                }
+                Err(e) => {
+                    log::error!("reload refused, the running config stays: {e}");
+                    (400, serde_json::json!({ "reloaded": false, "error": e.to_string() }))
+                }
+            };
+            (status, "application/json", format!("{doc}\n"))
+        }
         ("POST", p) if p.starts_with("/upstreams/") => server_action(control, p),
         (_, "/health" | "/metrics" | "/status" | "/reload") => (405, TEXT, "method not allowed\n".into()),
         _ => (404, TEXT, "not found\n".into()),
@@ -151,8 +221,8 @@ fn render_metrics(control: &Control) -> String {
         .flat_map(|u| u.servers.iter().map(move |s| (Arc::clone(&u.name), s.addr, s.state.is_healthy())))
         .collect();
     let globals = Globals {
-        reloads_ok: control.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
-        reloads_failed: control.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
+        reloads_ok: control.reloads_ok.load(Ordering::Relaxed),
+        reloads_failed: control.reloads_failed.load(Ordering::Relaxed),
         health: &health,
     };
     metrics::render(&snaps, &globals)

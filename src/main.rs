@@ -15,13 +15,20 @@ use std::sync::Arc;
 /// The seed configuration, embedded for `ringway demo`.
 const SEED_CONFIG: &str = include_str!("../examples/seed.toml");
 const DEFAULT_CONFIG: &str = "ringway.toml";
-const DEMO_PORTS: [u16; 4] = [2222, 3333, 4444, 5555];
 
+// Each subcommand declares its own `--config`, so its help says what the
+// file is for there; `ringway --config FILE check` is refused rather than
+// read two ways.
 #[derive(Parser)]
-#[command(name = "ringway", version, about = "A thread-per-core io_uring HTTP/1.1 load balancer")]
+#[command(
+    name = "ringway",
+    version,
+    about = "A thread-per-core io_uring HTTP/1.1 load balancer",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
-    /// Config file to run with (default: ./ringway.toml).
-    #[arg(long, short, global = true)]
+    /// Config file to run the proxy with (default: ./ringway.toml).
+    #[arg(long, short)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,9 +37,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file and exit: 0 if good, 1 with the file, line and key otherwise.
-    Check,
-    /// Start four demo backends (127.0.0.1:2222/3333/4444/5555) and the proxy with the seed config.
-    Demo,
+    Check {
+        /// Config file to validate (default: ./ringway.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the proxy with built-in demo backends: the seed config (backends on
+    /// 127.0.0.1:2222/3333/4444/5555), or the config given with --config.
+    Demo {
+        /// Config file to run instead of the seed; a demo backend is started
+        /// on each loopback server (127.0.0.1:PORT) it names.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Run one demo backend that answers like the seed's app.
     Backend {
         /// Port to listen on (127.0.0.1 unless --bind is given).
@@ -50,25 +67,13 @@ enum Command {
     },
 }
 
-fn init_logging(level: Option<&str>) {
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Info);
-    if let Some(level) = level.and_then(|l| l.parse().ok()) {
-        builder.filter_level(level);
-    }
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    let _ = builder.try_init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => check(&config_path(cli.config)),
-        Some(Command::Demo) => demo(),
+        Some(Command::Check { config }) => check(&config_path(config)),
+        Some(Command::Demo { config }) => demo(config),
         Some(Command::Backend { port, bind, threads, app_id }) => {
-            init_logging(None);
+            ringway::logging::init(None);
             match ringway::backend::start(SocketAddr::new(bind, port), threads, app_id) {
                 Ok((addr, handles)) => {
                     println!("ringway backend listening on {addr}");
@@ -126,7 +131,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    init_logging(config.runtime.log_level.as_deref());
+    ringway::logging::init(config.runtime.log_level.as_deref());
     let path = config.source.clone();
     serve(Control::new(config, Some(path)))
 }
@@ -160,13 +165,12 @@ fn serve(control: Control) -> ExitCode {
         println!("ringway listening name={name} addr={addr}");
     }
     let control = Arc::clone(&running.control);
-    if let Some(bind) = config.admin {
-        match ringway::admin::start(Arc::clone(&control), bind) {
-            Ok(addr) => println!("ringway admin addr={addr}"),
-            Err(e) => {
-                log::error!("admin listener on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
+    match control.start_admin() {
+        Ok(Some(addr)) => println!("ringway admin addr={addr}"),
+        Ok(None) => {}
+        Err(e) => {
+            log::error!("admin listener on {}: {e}", config.admin.map_or(String::new(), |a| a.to_string()));
+            return ExitCode::FAILURE;
         }
     }
     let _ = std::io::stdout().flush();
@@ -184,8 +188,10 @@ fn handle_signals(control: &Arc<Control>, running: ringway::runtime::Running, mu
     });
     for signal in signals.forever() {
         match signal {
+            // Settings that wait for a restart or could not be applied were
+            // logged as warnings by the reload itself.
             SIGHUP => match control.reload() {
-                Ok(()) => log::info!("config reloaded (SIGHUP)"),
+                Ok(_) => log::info!("config reloaded (SIGHUP)"),
                 Err(e) => log::error!("reload refused, the running config stays: {e}"),
             },
             SIGUSR1 => ringway::access_log::reopen(),
@@ -215,27 +221,42 @@ fn handle_signals(control: &Arc<Control>, running: ringway::runtime::Running, mu
     ExitCode::SUCCESS
 }
 
-fn demo() -> ExitCode {
-    init_logging(None);
-    let mut handles = Vec::new();
-    for port in DEMO_PORTS {
-        match ringway::backend::start(SocketAddr::from(([127, 0, 0, 1], port)), 1, None) {
-            Ok((_, h)) => handles.extend(h),
+/// `ringway demo`: the embedded seed config, or `given`, with a demo
+/// backend on every loopback server it names (for the seed, the four on
+/// 2222/3333/4444/5555).
+fn demo(given: Option<PathBuf>) -> ExitCode {
+    let loaded = match &given {
+        Some(path) => Config::load(path),
+        None => Config::parse(Path::new("examples/seed.toml (embedded)"), SEED_CONFIG),
+    };
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringway demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ringway::logging::init(config.runtime.log_level.as_deref());
+    let mut backends = Vec::new();
+    for addr in config.servers.iter().map(|s| s.addr).filter(|a| a.ip().is_loopback()) {
+        match ringway::backend::start(addr, 1, None) {
+            // The backend threads run until the process exits.
+            Ok(_) => backends.push(addr),
             Err(e) => {
-                log::error!("demo backend on 127.0.0.1:{port}: {e}");
+                log::error!("demo backend on {addr}: {e} (the demo starts one on each loopback server of the config)");
                 return ExitCode::FAILURE;
             }
         }
     }
-    let config = match Config::parse(Path::new("examples/seed.toml (embedded)"), SEED_CONFIG) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("embedded seed config: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!(
-        "ringway demo: backends on 127.0.0.1:{DEMO_PORTS:?}\n\nTry:\n  curl http://127.0.0.1:8080/        # hello from a lightweight container. App ID = 2222, then 3333, 4444, 5555\n  curl http://127.0.0.1:8080/app1    # this is app1. App ID = 2222 / 3333\n  curl http://127.0.0.1:8080/app2    # this is app2. App ID = 4444 / 5555\n  curl -i http://127.0.0.1:8080/admin   # 403 Forbidden on the public listener\n  curl http://127.0.0.1:8081/admin   # admin page. App ID = ... (internal listener)\n\nCtrl-C stops the demo.\n"
-    );
-    serve(Control::new(config, None))
+    if backends.is_empty() {
+        log::warn!("the config names no loopback server, so no demo backend was started");
+    }
+    let list = backends.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    println!("ringway demo: backends on {list}");
+    if given.is_none() {
+        println!(
+            "\nTry:\n  curl http://127.0.0.1:8080/        # hello from a lightweight container. App ID = 2222, then 3333, 4444, 5555\n  curl http://127.0.0.1:8080/app1    # this is app1. App ID = 2222 / 3333\n  curl http://127.0.0.1:8080/app2    # this is app2. App ID = 4444 / 5555\n  curl -i http://127.0.0.1:8080/admin   # 403 Forbidden on the public listener\n  curl http://127.0.0.1:8081/admin   # admin page. App ID = ... (internal listener)\n\nCtrl-C stops the demo.\n"
+        );
+    }
+    serve(Control::new(config, given))
 }

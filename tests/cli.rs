@@ -1,5 +1,6 @@
-//! The command line: `ringway check` verdicts and messages, and the hint
-//! printed when `ringway` finds no config.
+//! The command line: `ringway check` verdicts and messages, the hint
+//! printed when `ringway` finds no config, each subcommand's help, and
+//! `ringway demo --config`.
 
 mod support;
 
@@ -151,6 +152,25 @@ fn check_explains_a_duplicate_route_prefix_with_both_places() {
 }
 
 #[test]
+fn check_describes_a_wrong_type_in_toml_words() {
+    let text = format!("[runtime]\nthreads = \"lots\"\n\n{}", GOOD.replace("MARK", "web"));
+    let cfg = TempConfig::new(&text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let expected = format!("{}:2:11: key `runtime.threads`: expected a whole number, got \"lots\"\n", cfg.0.display());
+    assert_eq!(stderr, expected);
+
+    // A server table's own mistake, not "did not match any variant".
+    let text = GOOD.replace("MARK", "web").replace("[\"127.0.0.1:9\"]", "[{ addr = \"127.0.0.1:9\", weight = \"x\" }]");
+    let cfg = TempConfig::new(&text);
+    let (code, _, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected =
+        format!("{}:2:45: key `upstreams.web.servers.weight`: expected a whole number, got \"x\"\n", cfg.0.display());
+    assert_eq!(stderr, expected);
+}
+
+#[test]
 fn no_config_in_an_empty_directory_explains_how_to_start() {
     let dir = unique_temp_path("cli-empty", "");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -160,4 +180,74 @@ fn no_config_in_an_empty_directory_explains_how_to_start() {
     assert!(!out.status.success(), "must fail without a config: {text}");
     assert!(text.contains("ringway demo"), "must say how to start: {text}");
     assert!(text.contains("--config"), "{text}");
+}
+
+/// `ringway ARGS --help` on stdout.
+fn help(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let out = run(&all, &std::env::temp_dir());
+    assert!(out.status.success(), "{all:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The option line of `--config` in a help text.
+fn config_help(text: &str) -> Option<String> {
+    text.lines().find(|l| l.trim_start().starts_with("-c, --config")).map(str::to_string)
+}
+
+#[test]
+fn each_subcommand_describes_its_own_config_flag() {
+    let run_line = config_help(&help(&[])).expect("ringway --help lists --config");
+    assert!(run_line.contains("run the proxy with"), "{run_line}");
+    let check_line = config_help(&help(&["check"])).expect("check --help lists --config");
+    assert!(check_line.contains("validate"), "{check_line}");
+    assert!(!check_line.contains("run"), "check does not run anything: {check_line}");
+    let demo_line = config_help(&help(&["demo"])).expect("demo --help lists --config");
+    assert!(demo_line.contains("instead of the seed") && demo_line.contains("demo backend"), "{demo_line}");
+    assert_eq!(config_help(&help(&["backend"])), None, "backend reads no config");
+
+    // A flag before the subcommand would be read two ways: refused.
+    let out = run(&["--config", "x.toml", "check"], &std::env::temp_dir());
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Kills the demo process on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_runs_the_given_config_with_backends_on_its_loopback_servers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let text = format!(
+        "[runtime]\nthreads = 1\n\n[upstreams.web]\nservers = [\"127.0.0.1:{port}\"]\n\n[[listeners]]\nname = \"mine\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"web\" }} ]\n"
+    );
+    let cfg = TempConfig::new(&text);
+    let mut child = Command::new(bin())
+        .args(["demo", "--config", cfg.0.to_str().expect("utf-8 path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringway demo");
+    let lines = line_reader(child.stdout.take().expect("stdout"));
+    let _demo = Running(child);
+    let deadline = Instant::now() + START_TIMEOUT;
+    let addr: std::net::SocketAddr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("demo did not report its listener");
+        if let Some(addr) = line.strip_prefix("ringway listening name=mine addr=") {
+            break addr.trim().parse().expect("listening address");
+        }
+        assert!(!line.contains("name=public"), "the seed config ran instead: {line}");
+    };
+    let r = get(addr, "/app1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("this is app1. App ID = {port}\n"), "answered by the demo backend on {port}");
 }

@@ -7,14 +7,12 @@ mod support;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::ops::*;
 use support::*;
-
-/// How long to poll for something the proxy does on its 20 ms tick.
-const SETTLE: Duration = Duration::from_secs(2);
 
 const RELOAD_OK: &str = "ringway_config_reloads_total{result=\"success\"}";
 const RELOAD_FAILED: &str = "ringway_config_reloads_total{result=\"failure\"}";
@@ -63,14 +61,6 @@ routes = [ {routes} ]
 // ---------------------------------------------------------------------------
 // Admin API helpers.
 // ---------------------------------------------------------------------------
-
-fn admin_get(p: &Proxy, path: &str) -> Response {
-    request(p.admin_addr(), format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
-}
-
-fn admin_post(p: &Proxy, path: &str) -> Response {
-    request(p.admin_addr(), format!("POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").as_bytes())
-}
 
 /// One scrape of `/metrics`: series (`name{labels}`) to value.
 struct Metrics(HashMap<String, f64>);
@@ -148,63 +138,6 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in config")) + 1
 }
 
-/// Polls until connecting to `addr` is refused; returns whether it was
-/// within `wait`.
-fn refused_within(addr: SocketAddr, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
-            _ if Instant::now() >= deadline => return false,
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
-
-/// A port that was free a moment ago (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
-}
-
-/// Polls `path` until it has `n` lines, then checks (after a few more
-/// worker ticks) that no more arrive. Returns the lines.
-fn wait_log_lines(path: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + SETTLE;
-    while read_lines(path).len() < n && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let lines = read_lines(path);
-    assert_eq!(lines.len(), n, "expected exactly {n} access log lines: {lines:#?}");
-    lines
-}
-
-/// A temp file removed on drop (with `path.1`, the rotated name).
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(stem: &str) -> TempFile {
-        TempFile(unique_temp_path(stem, ".log"))
-    }
-
-    fn rotated(&self) -> PathBuf {
-        let mut p = self.0.clone().into_os_string();
-        p.push(".1");
-        PathBuf::from(p)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        let _ = std::fs::remove_file(self.rotated());
-    }
-}
-
 /// A backend whose answer to `/slow` waits `delay` (or until the returned
 /// sender is dropped) and then sends a 64 KiB body; `/fast` and everything
 /// else get `fast` at once.
@@ -277,7 +210,10 @@ fn post_reload_adds_a_route_seen_by_an_open_keepalive_connection() {
 
     p.rewrite_config(&v2);
     let r = admin_post(&p, "/reload");
-    assert_eq!((r.status, r.text().as_str()), (200, "reloaded\n"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("/reload answers JSON");
+    assert_eq!(doc["reloaded"], true, "{doc}");
+    assert_eq!(doc["restart_required"], serde_json::json!([]), "{doc}");
     // The admin reload is synchronous: the very next request sees it.
     assert_eq!(c.get("/new/x").text(), "b /new/x\n");
 
@@ -337,7 +273,10 @@ fn invalid_config_on_sighup_keeps_the_old_config_serving() {
     // The admin API refuses it the same way, with the location in the body.
     let r = admin_post(&p, "/reload");
     assert_eq!(r.status, 400);
-    assert!(r.text().starts_with(&format!("reload refused: {path}:{line}:")), "{}", r.text());
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("/reload answers JSON");
+    assert_eq!(doc["reloaded"], false, "{doc}");
+    let error = doc["error"].as_str().expect("error text");
+    assert!(error.starts_with(&format!("{path}:{line}:")), "{error}");
     wait_metric(&p, RELOAD_FAILED, 3.0);
 
     // A good config still reloads afterwards.

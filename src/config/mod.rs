@@ -3,10 +3,12 @@
 //! parsing: socket addresses, durations, compiled route tries. Every default
 //! is a named constant here and is listed in `docs/configuration.md`.
 
+mod addr;
 mod error;
 mod http;
 mod raw;
 mod upstream;
+mod wording;
 
 pub use error::ConfigError;
 pub use http::{HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
@@ -16,7 +18,7 @@ use crate::router::Router;
 use crate::upstream::{ServerState, Upstream};
 use raw::{RawConfig, RawListener};
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -178,7 +180,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|s| s.start);
             let key = at.and_then(|o| error::key_at(text, o));
-            ConfigError::at(source, text, at, key.as_deref(), e.message())
+            ConfigError::at(source, text, at, key.as_deref(), wording::plain(e.message()))
         })?;
         Builder { source, text }.build(raw)
     }
@@ -227,7 +229,7 @@ impl Builder<'_> {
         }
         let admin = match &raw.admin {
             Some(a) => {
-                let bind = self.socket_addr(&a.get_ref().bind, "admin.bind")?;
+                let bind = self.socket_addr(&a.get_ref().bind, "admin.bind", "admin")?;
                 if listeners.iter().any(|l| l.bind == bind && bind.port() != 0) {
                     return Err(self.err(
                         &a.get_ref().bind,
@@ -385,18 +387,6 @@ impl Builder<'_> {
         })
     }
 
-    pub(super) fn socket_addr(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
-        if let Ok(a) = s.get_ref().parse::<SocketAddr>() {
-            return Ok(a);
-        }
-        // Host names are resolved once, at load time (blocking is fine here:
-        // this runs before workers start or on the reload path, never a worker).
-        match s.get_ref().to_socket_addrs() {
-            Ok(mut it) => it.next().ok_or_else(|| self.err(s, key, "name resolved to no address")),
-            Err(e) => Err(self.err(s, key, format!("expected host:port ({e})"))),
-        }
-    }
-
     fn listener(
         &self,
         l: &Spanned<RawListener>,
@@ -404,8 +394,8 @@ impl Builder<'_> {
         upstream_names: &[Arc<str>],
     ) -> Result<Listener, ConfigError> {
         let l = l.get_ref();
-        let bind = self.socket_addr(&l.bind, "listeners.bind")?;
         let name: Arc<str> = l.name.get_ref().as_str().into();
+        let bind = self.socket_addr(&l.bind, "listeners.bind", &format!("listener {name}"))?;
         let dash: Arc<str> = "-".into();
         let mut routes = Router::new();
         for r in &l.routes {

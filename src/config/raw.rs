@@ -2,8 +2,10 @@
 //! one to one, with spans kept where a later check must point at a line.
 //! Nothing here is validated beyond TOML types; `config::load` does that.
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use toml::Spanned;
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,11 +103,32 @@ pub struct RawUpstream {
 }
 
 /// A server as a plain `"host:port"` string or a table.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawServer {
     Addr(String),
     Table(RawServerTable),
+}
+
+/// By hand rather than `#[serde(untagged)]`: an untagged enum hides why a
+/// table did not fit (`data did not match any variant`), where this passes
+/// on the table's own error (an unknown key, a weight that is not a number).
+impl<'de> Deserialize<'de> for RawServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ServerVisitor;
+        impl<'de> Visitor<'de> for ServerVisitor {
+            type Value = RawServer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"host:port\" or a table { addr = \"host:port\", weight = 1 }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServer, E> {
+                Ok(RawServer::Addr(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawServer, A::Error> {
+                RawServerTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawServer::Table)
+            }
+        }
+        d.deserialize_any(ServerVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

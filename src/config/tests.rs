@@ -233,3 +233,76 @@ fn key_at_reads_any_cut_of_a_config_without_panicking() {
     assert_eq!(error::key_at(SEED, SEED.find("\"auto\"").expect("in seed")).as_deref(), Some("runtime.driver"));
     assert_eq!(error::key_at(SEED, SEED.find("# threads").expect("in seed")), None, "a comment line");
 }
+
+/// The message (without file, line and key) of the error for `text`.
+fn message(text: &str) -> String {
+    parse(text).expect_err(text).message
+}
+
+#[test]
+fn type_errors_read_in_toml_words() {
+    let listener = "[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\n";
+    let cases = [
+        ("[runtime]\nthreads = \"lots\"\n", "expected a whole number, got \"lots\""),
+        ("[runtime]\nthreads = 1.5\n", "expected a whole number, got 1.5"),
+        ("[runtime]\nthreads = true\n", "expected a whole number, got true"),
+        ("[runtime]\nthreads = [1]\n", "expected a whole number, got an array"),
+        ("[runtime]\nthreads = -1\n", "expected a whole number, 0 or more, got -1"),
+        ("[runtime]\nring_entries = 99999999999\n", "expected a whole number from 0 to 4294967295, got 99999999999"),
+        ("[limits]\nmax_body_bytes = \"5MB\"\n", "expected a whole number, got \"5MB\""),
+        ("[runtime]\npin_cpus = \"yes\"\n", "expected true or false, got \"yes\""),
+        ("[runtime]\ndriver = 3\n", "expected a quoted string, got 3"),
+        ("[http]\nupgrades = \"websocket\"\n", "expected an array [ ... ], got \"websocket\""),
+        ("[runtime]\nthreads = { a = 1 }\n", "expected a whole number, got a table"),
+        ("runtime = 3\n", "expected a table, got 3"),
+        ("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nhealth_check = \"/h\"\n", "expected a table, got \"/h\""),
+        ("[upstreams.a]\nkeepalive = 3\n", "missing required key `servers`"),
+    ];
+    for (text, expected) in cases {
+        let e = parse(&format!("{text}{listener}")).expect_err(text);
+        assert_eq!(e.message, expected, "{text:?}");
+        assert!(e.key.is_some() && e.line.is_some(), "line and key stay: {e}");
+        assert!(!e.message.contains("usize") && !e.message.contains("struct Raw"), "{e}");
+    }
+    // Numbers out of a narrower range, inside a route.
+    let route =
+        "[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\nroutes = [ { prefix = \"/\", status = 70000 } ]\n";
+    let e = parse(route).expect_err("status out of range");
+    assert_eq!(e.message, "expected a whole number from 0 to 65535, got 70000");
+    assert_eq!((e.line.map(|l| l.0), e.key.as_deref()), (Some(4), Some("listeners.routes.status")));
+    let e = parse(&format!("[runtime]\nthreads = \"lots\"\n{listener}")).expect_err("threads");
+    assert_eq!(e.to_string(), "test.toml:2:11: key `runtime.threads`: expected a whole number, got \"lots\"");
+    assert!(message(&format!("[runtime]\nthreadz = 2\n{listener}")).starts_with("unknown key `threadz`"));
+}
+
+#[test]
+fn a_server_table_says_what_is_wrong_inside_it() {
+    let listener = "[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\n";
+    let base = "[upstreams.a]\nservers = [";
+    let e = parse(&format!("{base}{{ addr = \"127.0.0.1:1\", weight = \"x\" }}]\n{listener}")).expect_err("weight");
+    assert_eq!(e.message, "expected a whole number, got \"x\"");
+    assert_eq!(e.key.as_deref(), Some("upstreams.a.servers.weight"));
+    let e = parse(&format!("{base}{{ adr = \"127.0.0.1:1\" }}]\n{listener}")).expect_err("adr");
+    assert!(e.message.starts_with("unknown key `adr`"), "{e}");
+    let e = parse(&format!("{base}3]\n{listener}")).expect_err("a number");
+    assert_eq!(e.message, "expected \"host:port\" or a table { addr = \"host:port\", weight = 1 }, got 3");
+    assert!(!e.message.contains("untagged"), "{e}");
+}
+
+#[test]
+fn bad_addresses_name_the_host_and_its_owner() {
+    let listener = "[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\n";
+    let e = parse(&format!("[upstreams.a]\nservers = [\"backend.invalid:80\"]\n{listener}")).expect_err("unresolvable");
+    assert!(e.message.starts_with("upstream a: cannot resolve host \"backend.invalid\""), "{e}");
+    assert!(!e.message.contains("failed to lookup address information"), "{e}");
+    assert_eq!((e.line.map(|l| l.0), e.key.as_deref()), (Some(2), Some("upstreams.a.servers")));
+    for (server, expected) in [
+        ("nonsense", "expected host:port, e.g. \"127.0.0.1:8080\", got \"nonsense\""),
+        ("127.0.0.1", "expected host:port, e.g. \"127.0.0.1:8080\", got \"127.0.0.1\""),
+        ("127.0.0.1:99999", "port \"99999\" in \"127.0.0.1:99999\" is not a number from 0 to 65535"),
+    ] {
+        assert_eq!(message(&format!("[upstreams.a]\nservers = [\"{server}\"]\n{listener}")), expected);
+    }
+    let e = parse("[[listeners]]\nname = \"edge\"\nbind = \"nowhere.invalid:80\"\n").expect_err("listener");
+    assert!(e.message.starts_with("listener edge: cannot resolve host \"nowhere.invalid\""), "{e}");
+}

@@ -45,7 +45,7 @@ impl Builder<'_> {
         }
         let mut members: Vec<Server> = Vec::new();
         for s in up.servers.get_ref() {
-            let server = self.server(s, &format!("{key}.servers"))?;
+            let server = self.server(s, &format!("{key}.servers"), &format!("upstream {}", name.get_ref()))?;
             if members.iter().any(|m| m.addr == server.addr) {
                 return Err(self.err(s, &format!("{key}.servers"), format!("server {} listed twice", server.addr)));
             }
@@ -93,7 +93,7 @@ impl Builder<'_> {
         Ok(Upstream::new(name.get_ref().as_str().into(), members, keepalive, policy))
     }
 
-    fn server(&self, s: &Spanned<RawServer>, key: &str) -> Result<Server, ConfigError> {
+    fn server(&self, s: &Spanned<RawServer>, key: &str, owner: &str) -> Result<Server, ConfigError> {
         let (text, weight, backup, max_conns) = match s.get_ref() {
             RawServer::Addr(a) => (a.as_str(), 1, false, None),
             RawServer::Table(t) => (t.addr.as_str(), t.weight.unwrap_or(1), t.backup.unwrap_or(false), t.max_conns),
@@ -105,7 +105,7 @@ impl Builder<'_> {
             return Err(self.err(s, key, "max_conns must be at least 1"));
         }
         let spanned = Spanned::new(s.span(), text.to_owned());
-        let addr: SocketAddr = self.socket_addr(&spanned, key)?;
+        let addr: SocketAddr = self.socket_addr(&spanned, key, owner)?;
         Ok(Server {
             id: 0,
             addr,

@@ -15,8 +15,9 @@ enum Part {
     Target,
     /// The version, with the offset of its first byte.
     Version(usize),
-    /// The line is complete (its CR seen); the rest is for the parser.
-    Done,
+    /// The line is complete (its CR seen), with the offset of the
+    /// version's first byte; the rest is for the parser.
+    Done(usize),
 }
 
 /// The shape every request line has, byte by byte.
@@ -29,6 +30,21 @@ pub struct RequestLineCheck {
     /// Bytes of the line already checked.
     checked: usize,
     part: Part,
+    /// Offset of the SP after the method, once seen (a method is never
+    /// empty, so 0 means not yet).
+    method_end: usize,
+}
+
+/// What a request line says for certain so far, as offsets into the
+/// buffer the check reads (for the access log of a refused request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineSoFar {
+    /// `buf[..method_end]`, once the SP after it arrived.
+    pub method_end: Option<usize>,
+    /// `buf[method_end + 1..target_end]`, once the SP after it arrived.
+    pub target_end: Option<usize>,
+    /// The version is complete and reads `HTTP/1.0`.
+    pub http10: bool,
 }
 
 impl RequestLineCheck {
@@ -40,11 +56,14 @@ impl RequestLineCheck {
     /// already skipped). An error means no byte that could follow would
     /// make it a request.
     pub fn check(&mut self, buf: &[u8], max_target: usize) -> Result<(), RequestError> {
-        while self.part != Part::Done {
+        while !matches!(self.part, Part::Done(_)) {
             let Some(&b) = buf.get(self.checked) else { return Ok(()) };
             let at = self.checked;
             self.part = match self.part {
-                Part::Method if b == b' ' && at > 0 => Part::Target,
+                Part::Method if b == b' ' && at > 0 => {
+                    self.method_end = at;
+                    Part::Target
+                }
                 Part::Method if at >= MAX_METHOD_BYTES => return Err(RequestError::NotImplemented("method too long")),
                 Part::Method if is_method_byte(b) => Part::Method,
                 Part::Method => return Err(RequestError::BadRequest("not an HTTP request line")),
@@ -64,15 +83,27 @@ impl RequestLineCheck {
                     let fits = if expected == b'd' { b.is_ascii_digit() } else { b == expected };
                     match (fits, expected) {
                         (false, _) => return Err(RequestError::BadRequest("malformed HTTP version")),
-                        (true, b'\r') => Part::Done,
+                        (true, b'\r') => Part::Done(start),
                         (true, _) => Part::Version(start),
                     }
                 }
-                Part::Done => Part::Done,
+                Part::Done(start) => Part::Done(start),
             };
             self.checked += 1;
         }
         Ok(())
+    }
+
+    /// What the bytes checked so far say for certain (`buf` is the buffer
+    /// `check` last read).
+    pub fn so_far(&self, buf: &[u8]) -> LineSoFar {
+        let method_end = (self.method_end > 0).then_some(self.method_end);
+        let (target_end, version) = match self.part {
+            Part::Version(start) => (Some(start - 1), None),
+            Part::Done(start) => (Some(start - 1), buf.get(start..start + 8)),
+            Part::Method | Part::Target => (None, None),
+        };
+        LineSoFar { method_end, target_end, http10: version == Some(b"HTTP/1.0") }
     }
 }
 
@@ -138,6 +169,25 @@ mod tests {
         }
         // The first byte decides a ClientHello.
         assert!(run(b"\x16", 1).is_err());
+    }
+
+    #[test]
+    fn what_is_certain_so_far() {
+        let mut c = RequestLineCheck::default();
+        let line = b"POST /a?b HTTP/1.0\r\nHost: x\r\n";
+        let seen = |c: &mut RequestLineCheck, n: usize| {
+            let _ = c.check(&line[..n], 8192);
+            c.so_far(&line[..n])
+        };
+        assert_eq!(seen(&mut c, 4), LineSoFar { method_end: None, target_end: None, http10: false });
+        assert_eq!(seen(&mut c, 7), LineSoFar { method_end: Some(4), target_end: None, http10: false });
+        assert_eq!(seen(&mut c, 12), LineSoFar { method_end: Some(4), target_end: Some(9), http10: false });
+        assert_eq!(seen(&mut c, line.len()), LineSoFar { method_end: Some(4), target_end: Some(9), http10: true });
+        // A refused line keeps what was certain before the refusal.
+        let mut c = RequestLineCheck::default();
+        let bad = b"GET /\x01 HTTP/1.1\r\n";
+        assert!(c.check(bad, 8192).is_err());
+        assert_eq!(c.so_far(bad), LineSoFar { method_end: Some(3), target_end: None, http10: false });
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Session {
     pub(super) async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
         self.scanner.reset();
         self.line_check.reset();
-        let mut deadline: Option<Instant> = None;
+        self.head_began = None;
         loop {
             let skip = leading_empty_lines(self.cbuf.data());
             if skip > 0 {
@@ -98,9 +98,12 @@ impl Session {
                 }
                 // The head's total deadline runs from its first bytes; a
                 // head that came whole in one read needs no clock read.
-                let header_timeout = self.config.timeouts.client_header;
-                deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                self.head_began.get_or_insert_with(Instant::now);
+                // A read that times out takes the buffer with it: keep what
+                // the access log needs of the line first.
+                self.keep_line_for_log();
             }
+            let deadline = self.head_began.map(|began| began + self.config.timeouts.client_header);
             let read = match deadline {
                 None if self.hot => match self.hot_read().await {
                     Some(read) => read,

@@ -8,6 +8,7 @@ pub mod buf;
 mod client;
 mod error;
 mod local;
+mod log_fields;
 mod retry;
 mod send;
 mod tunnel;
@@ -16,7 +17,6 @@ mod upstream;
 pub use error::{ProxyError, Retry, Side};
 pub use local::reason;
 
-use crate::access_log;
 use crate::config::{PathParams, RouteAction, MAX_HEADERS_CEILING};
 use crate::http::head::HeadScanner;
 use crate::http::headers::list_items;
@@ -115,6 +115,9 @@ pub struct Session {
     log_req: Vec<u8>,
     log_marks: [usize; 4],
     http10: bool,
+    /// When the current request's first bytes were seen, if its head
+    /// spanned reads (its `client_header` deadline runs from here).
+    head_began: Option<Instant>,
     /// The `Upgrade` value the current request offered (empty if none).
     upgrade_offer: Vec<u8>,
     /// A buffered request body that can be sent again (see `retry`).
@@ -162,6 +165,7 @@ impl Session {
             log_req: Vec::new(),
             log_marks: [0; 4],
             http10: false,
+            head_began: None,
             upgrade_offer: Vec::new(),
             replay: Vec::new(),
             plan: Vec::new(),
@@ -184,10 +188,12 @@ impl Session {
             self.upstream_addr = None;
             self.log_req.clear();
             self.log_marks = [0; 4];
+            self.http10 = false;
             let head_len = match self.read_head().await {
                 Ok(None) => break,
                 Ok(Some(n)) => n,
                 Err(e) => {
+                    self.keep_line_for_log();
                     self.watch_slot = self.worker.request_started();
                     let started = Instant::now();
                     Box::pin(self.answer_error(e)).await;
@@ -207,7 +213,10 @@ impl Session {
                     // connection's task should only be as big as its wait.
                     Box::pin(self.exchange(x)).await
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    self.keep_line_for_log();
+                    Err(e)
+                }
             };
             let next = match result {
                 Ok(next) => next,
@@ -266,25 +275,11 @@ impl Session {
         };
         let route = if self.routed { listener.routes.lookup(&self.path) } else { None };
         let labels = route.map_or(&listener.no_route, |(r, _)| &r.labels);
-        let elapsed = started.elapsed();
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let now = Instant::now();
+        let micros = u64::try_from(now.saturating_duration_since(started).as_micros()).unwrap_or(u64::MAX);
         self.worker.metrics.borrow_mut().request(labels, self.status, micros);
         if self.worker.logs_access() {
-            let [m, t, r, u] = self.log_marks;
-            let field = |a: usize, b: usize| self.log_req.get(a..b).unwrap_or_default();
-            self.worker.log_access(&access_log::Entry {
-                client: self.peer,
-                method: field(0, m),
-                target: field(m, t),
-                http10: self.http10,
-                status: self.status,
-                bytes: self.bytes_sent,
-                duration: elapsed,
-                upstream: self.upstream_addr,
-                route: &labels.route,
-                referer: field(t, r),
-                user_agent: field(r, u),
-            });
+            self.log_request(now, started, &labels.route);
         }
     }
 
@@ -312,7 +307,7 @@ impl Session {
         }
         if self.worker.logs_access() {
             let (mut log_req, mut marks) = (std::mem::take(&mut self.log_req), [0; 4]);
-            keep_for_log(&req, &mut log_req, &mut marks);
+            log_fields::keep_for_log(&req, &mut log_req, &mut marks);
             self.log_req = log_req;
             self.log_marks = marks;
         }
@@ -444,22 +439,6 @@ impl IpText {
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
-}
-
-/// Keeps what the access log needs from a head about to be consumed:
-/// method, target, Referer, User-Agent, with `marks` their end offsets.
-fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [usize; 4]) {
-    buf.clear();
-    buf.extend_from_slice(req.method_token.as_bytes());
-    let m = buf.len();
-    buf.extend_from_slice(req.path);
-    buf.extend_from_slice(req.query);
-    let t = buf.len();
-    let find = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
-    buf.extend_from_slice(find("referer").unwrap_or_default());
-    let r = buf.len();
-    buf.extend_from_slice(find("user-agent").unwrap_or_default());
-    *marks = [m, t, r, buf.len()];
 }
 
 /// The hash of a request's balancing key; a missing header or cookie

@@ -1,12 +1,16 @@
 //! The control plane shared by all threads: the current config snapshot
-//! (swapped atomically on reload), the shutdown flag, and a command channel
-//! to each worker. Workers read the snapshot once per request through a
-//! generation number, so the request path touches one relaxed atomic load.
+//! (swapped atomically on reload), the shutdown flag, a command channel to
+//! each worker, and the admin listener (which a reload may move). Workers
+//! read the snapshot once per request through a generation number, so the
+//! request path touches one relaxed atomic load.
 
 use super::listener::bind_group;
-use crate::config::{Config, ConfigError};
+use super::reload::Reloaded;
+use crate::admin::AdminListener;
+use crate::config::{Config, ConfigError, RuntimeConfig};
 use arc_swap::ArcSwap;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -49,6 +53,11 @@ pub struct Control {
     workers: Mutex<Vec<Sender<Command>>>,
     /// Serializes reloads (SIGHUP and the admin API may race).
     reloading: Mutex<()>,
+    /// The `[runtime]` settings the workers were started with, which a
+    /// reload cannot change.
+    started_runtime: RuntimeConfig,
+    /// The admin listener, which a reload may move (see `reload.rs`).
+    pub(super) admin: Mutex<Option<AdminListener>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
 }
@@ -56,6 +65,8 @@ pub struct Control {
 impl Control {
     pub fn new(config: Config, path: Option<PathBuf>) -> Self {
         Control {
+            started_runtime: config.runtime.clone(),
+            admin: Mutex::new(None),
             config: ArcSwap::from_pointee(config),
             generation: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
@@ -74,6 +85,21 @@ impl Control {
     /// The current snapshot (not for the request path: workers cache it).
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The `[runtime]` settings the process runs with (a reload may have
+    /// read others that wait for a restart).
+    pub fn started_runtime(&self) -> &RuntimeConfig {
+        &self.started_runtime
+    }
+
+    /// Starts the admin listener if the config has one; its address.
+    pub fn start_admin(self: &Arc<Self>) -> io::Result<Option<SocketAddr>> {
+        let Some(bind) = self.config().admin else { return Ok(None) };
+        let admin = crate::admin::start(Arc::clone(self), bind)?;
+        let addr = admin.addr;
+        *self.admin.lock().unwrap_or_else(|e| e.into_inner()) = Some(admin);
+        Ok(Some(addr))
     }
 
     pub fn generation(&self) -> u64 {
@@ -95,25 +121,23 @@ impl Control {
     }
 
     /// Re-reads the config file, validates it completely, opens and closes
-    /// listeners, then swaps the snapshot for every worker at once. On any
-    /// error the running config stays.
-    pub fn reload(&self) -> Result<(), ReloadError> {
+    /// listeners, applies what lives outside the snapshot (admin listener,
+    /// access log file, log level), then swaps the snapshot for every
+    /// worker at once. On any error the running config stays.
+    pub fn reload(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.try_reload();
         match &result {
-            Ok(()) => self.reloads_ok.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.reloads_ok.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.reloads_failed.fetch_add(1, Ordering::Relaxed),
         };
         result
     }
 
-    fn try_reload(&self) -> Result<(), ReloadError> {
+    fn try_reload(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
         let new = Config::load(path).map_err(ReloadError::Config)?;
         let old = self.config.load_full();
-        if new.runtime.threads != old.runtime.threads || new.runtime.driver != old.runtime.driver {
-            log::warn!("reload: [runtime] threads and driver apply at the next start, not on reload");
-        }
         let threads = self.workers.lock().unwrap_or_else(|e| e.into_inner()).len();
         // Bind every new listener before changing anything, so a bind error
         // leaves the running config whole.
@@ -127,6 +151,9 @@ impl Control {
                 opened.push((Arc::clone(&l.name), addr, sockets));
             }
         }
+        // From here on the reload is accepted. The access log's writer is
+        // retargeted before workers can see a snapshot that logs.
+        let done = self.apply_outside_snapshot(&new);
         for o in &old.listeners {
             let kept = new.listeners.iter().any(|l| l.name == o.name && l.bind == o.bind);
             if !kept {
@@ -144,7 +171,7 @@ impl Control {
             });
         }
         self.swap(new);
-        Ok(())
+        Ok(done)
     }
 
     fn swap(&self, new: Config) {

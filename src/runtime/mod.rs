@@ -7,14 +7,17 @@ mod clock;
 mod control;
 mod idle;
 mod listener;
+mod reload;
 pub mod ring;
 mod watchdog;
 mod worker;
+mod worker_log;
 
 pub use clock::{coarse_ms, coarse_slack_ms};
 pub use control::{Command, Control, ReloadError};
 pub use idle::IdleExpiry;
 pub use listener::{bind_group, bind_reuseport};
+pub use reload::Reloaded;
 pub use watchdog::{Elapsed, Watch, Watchdog};
 pub use worker::{Snapshot, Worker, HOT_WINDOW_MS};
 

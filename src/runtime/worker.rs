@@ -6,8 +6,9 @@ use super::clock::coarse_ms;
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
 use super::watchdog::Watchdog;
-use crate::access_log::{self, LogSender};
-use crate::config::{Config, LogFormat};
+use super::worker_log::WorkerLog;
+use crate::access_log;
+use crate::config::Config;
 use crate::metrics::{PoolGauge, WorkerMetrics};
 use crate::proxy::Session;
 use crate::upstream::{now_ms, UpstreamPools};
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often a worker looks at its command channel and the shutdown flag,
 /// and fires its wheels and its watchdog.
@@ -81,7 +82,7 @@ pub struct Worker {
     /// Per-worker random state (random_two balancing).
     rng: RefCell<u64>,
     /// Access log lines waiting for the writer thread.
-    access_log: Option<(LogSender, LogFormat, RefCell<Vec<u8>>)>,
+    access_log: WorkerLog,
 }
 
 impl Worker {
@@ -104,10 +105,7 @@ impl Worker {
             rng: RefCell::new(seed()),
             spare_bufs: RefCell::new(Vec::new()),
             spare_scratch: RefCell::new(Vec::new()),
-            access_log: match (&config.access_log, access_log::sender()) {
-                (Some(c), Some(tx)) => Some((tx, c.format, RefCell::new(Vec::with_capacity(access_log::FLUSH_BYTES)))),
-                _ => None,
-            },
+            access_log: WorkerLog::new(&config),
         }
     }
 
@@ -145,28 +143,14 @@ impl Worker {
         self.rng.borrow_mut()
     }
 
-    /// Whether requests are logged.
+    /// Whether requests are logged (as of this worker's latest snapshot).
     pub fn logs_access(&self) -> bool {
-        self.access_log.is_some()
+        self.access_log.is_on()
     }
 
     /// Appends one access log line; full buffers go to the writer thread.
     pub fn log_access(&self, entry: &access_log::Entry<'_>) {
-        let Some((tx, format, buf)) = &self.access_log else { return };
-        let mut buf = buf.borrow_mut();
-        access_log::format(&mut buf, *format, entry, SystemTime::now());
-        if buf.len() >= access_log::FLUSH_BYTES {
-            tx.send(std::mem::replace(&mut *buf, Vec::with_capacity(access_log::FLUSH_BYTES)));
-        }
-    }
-
-    fn flush_access_log(&self) {
-        if let Some((tx, _, buf)) = &self.access_log {
-            let mut buf = buf.borrow_mut();
-            if !buf.is_empty() {
-                tx.send(std::mem::take(&mut *buf));
-            }
-        }
+        self.access_log.log(entry);
     }
 
     /// The current snapshot. After a reload the next call picks up the new
@@ -177,6 +161,7 @@ impl Worker {
             let new = self.control.config();
             // Pools for servers the new config no longer names are drained.
             self.pools.borrow_mut().retain(|id| new.servers.iter().any(|s| s.id == id));
+            self.access_log.follow(&new);
             *self.config.borrow_mut() = Rc::new(Snapshot(new));
             self.seen_generation.set(generation);
         }
@@ -292,7 +277,7 @@ impl Worker {
                     }
                 }
             }
-            self.flush_access_log();
+            self.access_log.flush();
             self.fire_timers(false);
             if self.is_shutting_down() {
                 checkers.set(u64::MAX - 1);

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod ops;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -580,7 +581,7 @@ fn count_body(conn: &mut Conn, chunked: bool, length: u64, rec: &mut Recorded) -
 // ---------------------------------------------------------------------------
 
 /// Reads a child's stdout on a thread; lines arrive on a channel.
-fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+pub fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -656,11 +657,22 @@ impl Proxy {
     /// file, starts the proxy, and waits for one listening line per
     /// `[[listeners]]` name.
     pub fn start(toml: &str) -> Proxy {
+        Proxy::start_without_env(toml, &[])
+    }
+
+    /// Like `start`, with the environment variables `unset` removed from
+    /// the proxy's environment (e.g. `RUST_LOG`, which overrides the
+    /// config's log level).
+    pub fn start_without_env(toml: &str, unset: &[&str]) -> Proxy {
         let names = listener_names(toml);
         assert!(!names.is_empty(), "config has no [[listeners]] name");
         let config_path = unique_temp_path("proxy", ".toml");
         std::fs::write(&config_path, toml).expect("write config");
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        for var in unset {
+            command.env_remove(var);
+        }
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())

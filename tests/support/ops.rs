@@ -1,0 +1,80 @@
+//! Helpers for the operations tests: the admin API, access log files, and
+//! listening sockets that come and go.
+
+use super::{request, unique_temp_path, Proxy, Response};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long to poll for something the proxy does on its 20 ms tick.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+pub fn admin_get(p: &Proxy, path: &str) -> Response {
+    request(p.admin_addr(), format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
+}
+
+pub fn admin_post(p: &Proxy, path: &str) -> Response {
+    admin_post_to(p.admin_addr(), path)
+}
+
+/// A POST to an admin listener at `addr` (one that moved in a reload).
+pub fn admin_post_to(addr: SocketAddr, path: &str) -> Response {
+    request(addr, format!("POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").as_bytes())
+}
+
+/// Polls until connecting to `addr` is refused; returns whether it was
+/// within `wait`.
+pub fn refused_within(addr: SocketAddr, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            _ if Instant::now() >= deadline => return false,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// A port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// Polls `path` until it has `n` lines, then checks (after a few more
+/// worker ticks) that no more arrive. Returns the lines.
+pub fn wait_log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + SETTLE;
+    while read_lines(path).len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let lines = read_lines(path);
+    assert_eq!(lines.len(), n, "expected exactly {n} access log lines: {lines:#?}");
+    lines
+}
+
+/// A temp file removed on drop (with `path.1`, the rotated name).
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(stem: &str) -> TempFile {
+        TempFile(unique_temp_path(stem, ".log"))
+    }
+
+    pub fn rotated(&self) -> PathBuf {
+        let mut p = self.0.clone().into_os_string();
+        p.push(".1");
+        PathBuf::from(p)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(self.rotated());
+    }
+}
