@@ -14,12 +14,23 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    dual_stack(&socket, addr)?;
     socket.set_nonblocking(true)?;
     // Accepted sockets inherit it, so workers need not set it per connection.
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// An IPv6 socket takes IPv4 connections too, whatever the system default
+/// (`net.ipv6.bindv6only`): the config's overlap check (`config::overlaps`)
+/// counts `[::]:P` as covering IPv4, and must be right on every host.
+fn dual_stack(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    Ok(())
 }
 
 /// `count` sockets for one listener. Port 0 is resolved by the first bind,
