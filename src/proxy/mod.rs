@@ -126,7 +126,8 @@ pub struct Session {
     body_unread: bool,
     /// Wait for the next request with a hot read (see `read_head`).
     hot: bool,
-    /// No request has completed on this connection yet.
+    /// No request head has been read on this connection yet: its first
+    /// wait is hot, and a graceful stop lets it ask (see `read_head`).
     fresh: bool,
     /// Cancels a hot read whose window passed; kept between hot reads.
     canceller: Option<Canceller>,
@@ -186,7 +187,10 @@ impl Session {
             self.log_marks = [0; 4];
             let head_len = match self.read_head().await {
                 Ok(None) => break,
-                Ok(Some(n)) => n,
+                Ok(Some(n)) => {
+                    self.fresh = false;
+                    n
+                }
                 Err(e) => {
                     self.watch_slot = self.worker.request_started();
                     let started = Instant::now();

@@ -293,8 +293,12 @@ impl Worker {
                 }
             }
             self.flush_access_log();
-            self.fire_timers(false);
-            if self.is_shutting_down() {
+            let stopping = self.is_shutting_down();
+            // At a stop every wait for a next request ends at once, on
+            // every tick (sessions still mid-request may start one later):
+            // idle connections close while requests in flight finish.
+            self.fire_timers(stopping);
+            if stopping {
                 checkers.set(u64::MAX - 1);
                 // Accept loops see the cancel on their next poll and drop
                 // (close) their listening sockets.
@@ -302,7 +306,6 @@ impl Worker {
                     c.cancel();
                 }
                 if self.active.get() == 0 {
-                    self.fire_timers(true);
                     // Give cancelled sessions a moment to close cleanly; a
                     // client still sending a head does not hold the stop.
                     // Never in the tick that cancelled: the accept loops and
