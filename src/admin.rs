@@ -24,10 +24,9 @@ const ADMIN_LIMITS: Limits =
 /// Deadline for reading one admin request head.
 const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the admin listener and serves it on a new thread.
-pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<SocketAddr> {
-    let socket = crate::runtime::bind_reuseport(bind)?;
-    let addr = socket.local_addr()?;
+/// Serves the admin listener's sockets (one, or those a running instance
+/// handed over, see `runtime::open_group`) on a new thread.
+pub fn start(control: Arc<Control>, sockets: Vec<std::net::TcpListener>) -> std::io::Result<()> {
     std::thread::Builder::new().name("ringway-admin".into()).spawn(move || {
         let config = control.config();
         let mut rt = match crate::runtime::ring::build(config.runtime.driver, &config.runtime.ring) {
@@ -35,21 +34,30 @@ pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<SocketA
             Err(e) => return log::error!("admin runtime: {e}"),
         };
         rt.block_on(async move {
-            let listener = match TcpListener::from_std(socket) {
-                Ok(l) => l,
-                Err(e) => return log::error!("admin listener: {e}"),
-            };
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        monoio::spawn(serve(stream, Arc::clone(&control)));
-                    }
-                    Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
+            let mut loops = Vec::new();
+            for socket in sockets {
+                match TcpListener::from_std(socket) {
+                    Ok(l) => loops.push(monoio::spawn(accept_loop(l, Arc::clone(&control)))),
+                    Err(e) => log::error!("admin listener: {e}"),
                 }
+            }
+            for l in loops {
+                l.await;
             }
         });
     })?;
-    Ok(addr)
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, control: Arc<Control>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                monoio::spawn(serve(stream, Arc::clone(&control)));
+            }
+            Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// One admin request per connection.

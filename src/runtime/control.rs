@@ -3,8 +3,9 @@
 //! to each worker. Workers read the snapshot once per request through a
 //! generation number, so the request path touches one relaxed atomic load.
 
-use super::listener::bind_group;
-use crate::config::{Config, ConfigError};
+use super::handover::Offered;
+use super::listener::{bind_group, check_free};
+use crate::config::{overlaps, Config, ConfigError};
 use arc_swap::ArcSwap;
 use std::io;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ pub struct Control {
     reloading: Mutex<()>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// The listening sockets a new instance may take over (`handover`).
+    pub offered: Offered,
 }
 
 impl Control {
@@ -64,6 +67,7 @@ impl Control {
             reloading: Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            offered: Offered::default(),
         }
     }
 
@@ -85,6 +89,8 @@ impl Control {
     }
 
     pub fn begin_shutdown(&self) {
+        // First, so that no handover starts with sockets about to close.
+        self.offered.clear();
         self.shutdown.store(true, Ordering::Relaxed);
     }
 
@@ -121,9 +127,17 @@ impl Control {
         for l in &new.listeners {
             let same = old.listeners.iter().any(|o| o.name == l.name && o.bind == l.bind);
             if !same {
-                let (addr, sockets) = bind_group(l.bind, threads).map_err(|e| {
+                let context = |e: io::Error| {
                     ReloadError::Bind(io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind)))
-                })?;
+                };
+                // Our own sockets would fail the check: it is only for
+                // addresses this process does not serve yet.
+                let ours = old.listeners.iter().any(|o| overlaps(o.bind, l.bind))
+                    || old.admin.is_some_and(|a| overlaps(a, l.bind));
+                if !ours {
+                    check_free(l.bind).map_err(context)?;
+                }
+                let (addr, sockets) = bind_group(l.bind, threads).map_err(context)?;
                 opened.push((Arc::clone(&l.name), addr, sockets));
             }
         }
@@ -131,11 +145,13 @@ impl Control {
             let kept = new.listeners.iter().any(|l| l.name == o.name && l.bind == o.bind);
             if !kept {
                 log::info!("reload: closing listener {} on {}", o.name, o.bind);
+                self.offered.remove(&o.name);
                 self.broadcast(|_| Command::Unlisten { name: Arc::clone(&o.name) });
             }
         }
         for (name, addr, sockets) in opened {
             log::info!("reload: opening listener {name} on {addr}");
+            self.offered.add(Some(&name), addr, &sockets);
             let mut sockets = sockets.into_iter().map(Some).collect::<Vec<_>>();
             self.broadcast(|i| Command::Listen {
                 name: Arc::clone(&name),

@@ -343,11 +343,12 @@ impl Worker {
     ) {
         match TcpListener::from_std(socket) {
             Ok(listener) => {
-                let canceller = Canceller::new();
-                monoio::spawn(accept_loop(Rc::clone(self), Arc::clone(&name), listener, canceller.handle()));
-                if let Some(old) = accepting.insert(name, canceller) {
-                    old.cancel();
-                }
+                // One canceller per listener, for all its sockets here (more
+                // than one when more were taken over than there are
+                // workers). A listener whose bind changed in a reload was
+                // removed (`Unlisten`) before.
+                let canceller = accepting.entry(Arc::clone(&name)).or_default();
+                monoio::spawn(accept_loop(Rc::clone(self), name, listener, canceller.handle()));
             }
             Err(e) => log::error!("listener {name}: {e}"),
         }

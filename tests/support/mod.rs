@@ -656,13 +656,26 @@ impl Proxy {
     /// file, starts the proxy, and waits for one listening line per
     /// `[[listeners]]` name.
     pub fn start(toml: &str) -> Proxy {
-        let names = listener_names(toml);
-        assert!(!names.is_empty(), "config has no [[listeners]] name");
         let config_path = unique_temp_path("proxy", ".toml");
         std::fs::write(&config_path, toml).expect("write config");
+        Proxy::spawn(config_path, &listener_names(toml), &[])
+    }
+
+    /// A second instance on this one's config file (as it is now), started
+    /// with `--takeover`: it takes this one's listening sockets over.
+    pub fn take_over(&self) -> Proxy {
+        let toml = std::fs::read_to_string(&self.config_path).expect("read config");
+        Proxy::spawn(self.config_path.clone(), &listener_names(&toml), &["--takeover"])
+    }
+
+    /// Starts `ringway --config config_path ARGS` and waits for one
+    /// listening line per name in `names`.
+    fn spawn(config_path: PathBuf, names: &[String], args: &[&str]) -> Proxy {
+        assert!(!names.is_empty(), "config has no [[listeners]] name");
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
