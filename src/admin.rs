@@ -9,7 +9,7 @@ use crate::http::request;
 use crate::metrics::{self, Globals, WorkerSnapshot};
 use crate::proxy::buf::{write_out, ConnBuf};
 use crate::runtime::{Command, Control};
-use monoio::io::Canceller;
+use monoio::io::{CancelHandle, Canceller};
 use monoio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
 use std::io::Write;
@@ -49,11 +49,19 @@ impl AdminListener {
     }
 }
 
-/// Binds the admin listener and serves it on a new thread; returns once
-/// it serves, or with the error that keeps it from serving.
-pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<AdminListener> {
-    let socket = crate::runtime::bind_reuseport(bind)?;
-    let addr = socket.local_addr()?;
+/// Serves the admin listener's sockets (one bound for `bind`, or those a
+/// running instance handed over, see `runtime::open_group`) on a new
+/// thread; returns once it serves, or with the error that keeps it from
+/// serving.
+pub fn start(
+    control: Arc<Control>,
+    bind: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+) -> std::io::Result<AdminListener> {
+    let addr = match sockets.first() {
+        Some(s) => s.local_addr()?,
+        None => return Err(std::io::Error::other("no admin socket to serve")),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -66,7 +74,7 @@ pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<AdminLi
             Err(e) => return drop(ready_tx.send(Err(e))),
         };
         let _ = ready_tx.send(Ok(()));
-        rt.block_on(accept_until_stopped(socket, control, stopped));
+        rt.block_on(accept_until_stopped(sockets, control, stopped));
     })?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(AdminListener { addr, bind, stop }),
@@ -75,20 +83,38 @@ pub fn start(control: Arc<Control>, bind: SocketAddr) -> std::io::Result<AdminLi
     }
 }
 
-async fn accept_until_stopped(socket: std::net::TcpListener, control: Arc<Control>, stop: Arc<AtomicBool>) {
-    let listener = match TcpListener::from_std(socket) {
-        Ok(l) => l,
-        Err(e) => return log::error!("admin listener: {e}"),
-    };
+async fn accept_until_stopped(sockets: Vec<std::net::TcpListener>, control: Arc<Control>, stop: Arc<AtomicBool>) {
     let canceller = Canceller::new();
-    let cancel = canceller.handle();
-    monoio::spawn(async move {
-        while !stop.load(Ordering::Relaxed) {
-            monoio::time::sleep(STOP_POLL).await;
-        }
-        canceller.cancel();
-    });
     let in_flight = Rc::new(Cell::new(0usize));
+    let mut loops = Vec::new();
+    for socket in sockets {
+        match TcpListener::from_std(socket) {
+            Ok(l) => loops.push(monoio::spawn(accept_loop(
+                l,
+                Arc::clone(&control),
+                canceller.handle(),
+                Rc::clone(&in_flight),
+            ))),
+            Err(e) => log::error!("admin listener: {e}"),
+        }
+    }
+    while !stop.load(Ordering::Relaxed) {
+        monoio::time::sleep(STOP_POLL).await;
+    }
+    canceller.cancel();
+    // Each loop drops its socket as it ends: new connections are refused
+    // from here on.
+    for l in loops {
+        l.await;
+    }
+    let deadline = Instant::now() + ADMIN_HEAD_TIMEOUT;
+    while in_flight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(STOP_POLL).await;
+    }
+}
+
+/// Accepts on one socket until `cancel` fires; counts requests in flight.
+async fn accept_loop(listener: TcpListener, control: Arc<Control>, cancel: CancelHandle, in_flight: Rc<Cell<usize>>) {
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, _)) => {
@@ -102,12 +128,6 @@ async fn accept_until_stopped(socket: std::net::TcpListener, control: Arc<Contro
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => break,
             Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
         }
-    }
-    // Closed: new connections are refused from here on.
-    drop(listener);
-    let deadline = Instant::now() + ADMIN_HEAD_TIMEOUT;
-    while in_flight.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(STOP_POLL).await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use ringway::config::Config;
+use ringway::runtime::handover::{self, Inherited};
 use ringway::runtime::Control;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -30,6 +31,11 @@ struct Cli {
     /// Config file to run the proxy with (default: ./ringway.toml).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Start next to the running instance of this config file and take its
+    /// listening sockets over (binary upgrade); then stop the old one with
+    /// SIGTERM. Also skips the "address in use" check.
+    #[arg(long)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             match Config::load(&path) {
-                Ok(config) => run(config),
+                Ok(config) => run(config, cli.takeover),
                 Err(e) => {
                     eprintln!("ringway: {e}");
                     ExitCode::FAILURE
@@ -130,15 +136,36 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, takeover: bool) -> ExitCode {
     ringway::logging::init(config.runtime.log_level.as_deref());
     let path = config.source.clone();
-    serve(Control::new(config, Some(path)))
+    let mut inherited = Inherited::default();
+    if takeover {
+        match handover::receive(&path) {
+            Ok(Some((got, pid))) => {
+                log::info!("takeover: pid {pid} handed over its sockets for {:?}", got.left().collect::<Vec<_>>());
+                inherited = got;
+            }
+            Ok(None) => log::warn!(
+                "takeover: no running instance of {} answered; sharing its ports through SO_REUSEPORT instead, \
+                 so connections still queued at the old process when it closes them are reset",
+                path.display()
+            ),
+            Err(e) => {
+                log::error!("takeover from the running instance of {} failed: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let control = Control::new(config, Some(path.clone()));
+    serve(control, inherited, !takeover, Some(&path))
 }
 
 /// Starts the workers and the admin listener, reports the bound addresses,
-/// then handles signals until the proxy stops.
-fn serve(control: Control) -> ExitCode {
+/// offers the sockets to a successor when there is a config file, then
+/// handles signals until the proxy stops. `check`: refuse addresses another
+/// process listens on.
+fn serve(control: Control, mut inherited: Inherited, check: bool, config_file: Option<&Path>) -> ExitCode {
     // Installed before the addresses are printed, so a signal sent as soon
     // as the proxy reports ready is handled, not fatal.
     let signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]) {
@@ -150,7 +177,16 @@ fn serve(control: Control) -> ExitCode {
     };
     let config = control.config();
     let auto = config.runtime.driver == ringway::config::Driver::Auto;
-    let running = match ringway::runtime::start(Arc::new(control)) {
+    // Bound before the workers start, so that every address is checked
+    // before any is announced.
+    let admin = match config.admin.map(|bind| open_admin(bind, &mut inherited, check)).transpose() {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("cannot start: admin listener: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match ringway::runtime::start(Arc::new(control), &mut inherited, check) {
         Ok(r) => r,
         Err(e) => {
             log::error!("cannot start: {e}");
@@ -165,16 +201,44 @@ fn serve(control: Control) -> ExitCode {
         println!("ringway listening name={name} addr={addr}");
     }
     let control = Arc::clone(&running.control);
-    match control.start_admin() {
-        Ok(Some(addr)) => println!("ringway admin addr={addr}"),
-        Ok(None) => {}
-        Err(e) => {
-            log::error!("admin listener on {}: {e}", config.admin.map_or(String::new(), |a| a.to_string()));
-            return ExitCode::FAILURE;
+    if let Some((addr, sockets)) = admin {
+        // The configured bind (port 0 stays 0), which a reload compares.
+        let bind = config.admin.unwrap_or(addr);
+        match control.start_admin(bind, sockets) {
+            Ok(addr) => println!("ringway admin addr={addr}"),
+            Err(e) => {
+                log::error!("admin listener on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let _ = std::io::stdout().flush();
+    if !inherited.is_empty() {
+        log::info!(
+            "takeover: this config has no listener on {:?}; the old instance serves them until it stops",
+            inherited.left().collect::<Vec<_>>()
+        );
+    }
+    let succession = inherited.take_succession();
+    drop(inherited);
+    if let Some(file) = config_file {
+        handover::offer(Arc::clone(&control), file, succession);
+    }
     handle_signals(&control, running, signals)
+}
+
+/// The admin listener's sockets: taken over, or bound here (after the
+/// "address in use" check when `check`).
+fn open_admin(
+    bind: SocketAddr,
+    inherited: &mut Inherited,
+    check: bool,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    if check {
+        ringway::runtime::check_free(bind)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{e} (admin){}", ringway::runtime::TAKEOVER_HINT)))?;
+    }
+    ringway::runtime::open_group(bind, 1, inherited)
 }
 
 /// SIGHUP reloads; SIGTERM/SIGINT stop gracefully (a second one stops at
@@ -258,5 +322,5 @@ fn demo(given: Option<PathBuf>) -> ExitCode {
             "\nTry:\n  curl http://127.0.0.1:8080/        # hello from a lightweight container. App ID = 2222, then 3333, 4444, 5555\n  curl http://127.0.0.1:8080/app1    # this is app1. App ID = 2222 / 3333\n  curl http://127.0.0.1:8080/app2    # this is app2. App ID = 4444 / 5555\n  curl -i http://127.0.0.1:8080/admin   # 403 Forbidden on the public listener\n  curl http://127.0.0.1:8081/admin   # admin page. App ID = ... (internal listener)\n\nCtrl-C stops the demo.\n"
         );
     }
-    serve(Control::new(config, given))
+    serve(Control::new(config, given), Inherited::default(), true, None)
 }

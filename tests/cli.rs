@@ -251,3 +251,24 @@ fn demo_runs_the_given_config_with_backends_on_its_loopback_servers() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), format!("this is app1. App ID = {port}\n"), "answered by the demo backend on {port}");
 }
+
+#[test]
+fn check_refuses_two_listeners_on_overlapping_addresses_naming_both() {
+    let text = "[[listeners]]\nname = \"public\"\nbind = \"0.0.0.0:8080\"\n\n[[listeners]]\nname = \"internal\"\nbind = \"127.0.0.1:8080\"\nroutes = [ { prefix = \"/\", status = 204 } ]\n";
+    let cfg = TempConfig::new(text);
+    let (code, stdout, stderr) = check(&cfg.0);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let expected = format!(
+        "{}:7:8: key `listeners.bind`: listener \"internal\" binds 127.0.0.1:8080, which overlaps 0.0.0.0:8080 of listener \"public\" (line 3, column 8)",
+        cfg.0.display()
+    );
+    assert!(stderr.starts_with(&expected), "expected {expected:?} at the start of {stderr:?}");
+
+    let same = TempConfig::new(&text.replace("0.0.0.0:8080", "127.0.0.1:8080"));
+    let (code, _, stderr) = check(&same.0);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("listener \"internal\" binds 127.0.0.1:8080, as listener \"public\" does (line 3, column 8)"),
+        "{stderr}"
+    );
+}

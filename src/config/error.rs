@@ -75,7 +75,7 @@ fn same_route(a: &str, b: &str) -> bool {
     probe.insert(a, ()).is_ok() && matches!(probe.insert(b, ()), Err(RouterError::Duplicate(_)))
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;

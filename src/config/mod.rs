@@ -4,12 +4,14 @@
 //! is a named constant here and is listed in `docs/configuration.md`.
 
 mod addr;
+mod binds;
 mod error;
 mod http;
 mod raw;
 mod upstream;
 mod wording;
 
+pub use binds::overlaps;
 pub use error::ConfigError;
 pub use http::{HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
 
@@ -227,20 +229,9 @@ impl Builder<'_> {
                 "at least one [[listeners]] entry is required",
             ));
         }
-        let admin = match &raw.admin {
-            Some(a) => {
-                let bind = self.socket_addr(&a.get_ref().bind, "admin.bind", "admin")?;
-                if listeners.iter().any(|l| l.bind == bind && bind.port() != 0) {
-                    return Err(self.err(
-                        &a.get_ref().bind,
-                        "admin.bind",
-                        "the admin listener cannot share a public listener's address",
-                    ));
-                }
-                Some(bind)
-            }
-            None => None,
-        };
+        self.check_listener_binds(&raw.listeners, &listeners)?;
+        let admin =
+            raw.admin.as_ref().map(|a| self.admin_bind(&a.get_ref().bind, &raw.listeners, &listeners)).transpose()?;
         let access_log = raw.access_log.as_ref().map(|a| self.access_log(a.get_ref())).transpose()?;
         Ok(Config {
             source: self.source.to_path_buf(),

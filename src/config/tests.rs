@@ -306,3 +306,83 @@ fn bad_addresses_name_the_host_and_its_owner() {
     let e = parse("[[listeners]]\nname = \"edge\"\nbind = \"nowhere.invalid:80\"\n").expect_err("listener");
     assert!(e.message.starts_with("listener edge: cannot resolve host \"nowhere.invalid\""), "{e}");
 }
+
+/// Two listeners `a` and `b` (and `admin`, when given), one route each.
+fn two_listeners(a: &str, b: &str, admin: Option<&str>) -> String {
+    let admin = admin.map(|x| format!("[admin]\nbind = \"{x}\"\n")).unwrap_or_default();
+    format!(
+        "{admin}[[listeners]]\nname = \"a\"\nbind = \"{a}\"\n\n[[listeners]]\nname = \"b\"\nbind = \"{b}\"\nroutes = [ {{ prefix = \"/\", status = 204 }} ]\n"
+    )
+}
+
+#[test]
+fn two_listeners_on_one_address_name_both_and_their_lines() {
+    let e = parse(&two_listeners("127.0.0.1:8080", "127.0.0.1:8080", None)).expect_err("duplicate bind");
+    assert_eq!(e.line, Some((7, 8)), "points at the second bind: {e}");
+    assert_eq!(e.key.as_deref(), Some("listeners.bind"));
+    assert!(
+        e.message.starts_with("listener \"b\" binds 127.0.0.1:8080, as listener \"a\" does (line 3, column 8)"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn overlapping_listener_addresses_are_refused_in_either_order() {
+    let overlapping = [
+        ("0.0.0.0:8080", "127.0.0.1:8080"),
+        ("127.0.0.1:8080", "0.0.0.0:8080"),
+        ("[::]:8080", "[::1]:8080"),
+        ("[::]:8080", "0.0.0.0:8080"),
+        ("10.1.2.3:8080", "[::]:8080"),
+        ("[::ffff:127.0.0.1]:8080", "127.0.0.1:8080"),
+    ];
+    for (a, b) in overlapping {
+        let e = parse(&two_listeners(a, b, None)).expect_err(&format!("{a} and {b} overlap"));
+        assert_eq!((e.line, e.key.as_deref()), (Some((7, 8)), Some("listeners.bind")), "{a} {b}: {e}");
+        assert!(e.message.contains("listener \"a\"") && e.message.contains("(line 3, column 8)"), "{e}");
+        assert!(e.message.contains("overlaps") || a == b, "{e}");
+    }
+}
+
+#[test]
+fn distinct_listener_addresses_and_port_zero_are_accepted() {
+    let distinct = [
+        ("127.0.0.1:8080", "127.0.0.1:8081"),
+        ("127.0.0.1:8080", "127.0.0.2:8080"),
+        ("0.0.0.0:8080", "[::1]:8080"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("0.0.0.0:0", "127.0.0.1:0"),
+    ];
+    for (a, b) in distinct {
+        parse(&two_listeners(a, b, None)).unwrap_or_else(|e| panic!("{a} and {b} do not overlap: {e}"));
+    }
+}
+
+#[test]
+fn the_admin_address_may_not_overlap_a_listener() {
+    for (admin, line) in [("127.0.0.1:8081", 7), ("0.0.0.0:8080", 3), ("[::]:8081", 7)] {
+        let e = parse(&two_listeners("127.0.0.1:8080", "127.0.0.1:8081", Some(admin))).expect_err(admin);
+        assert_eq!((e.line, e.key.as_deref()), (Some((2, 8)), Some("admin.bind")), "{admin}: {e}");
+        assert!(e.message.contains(&format!("(line {}, column 8)", line + 2)), "{admin}: {e}");
+    }
+    let c = parse(&two_listeners("127.0.0.1:8080", "127.0.0.1:0", Some("127.0.0.1:0"))).expect("port 0 never clashes");
+    assert_eq!(c.admin, Some("127.0.0.1:0".parse().expect("addr")));
+    parse(&two_listeners("127.0.0.1:8080", "127.0.0.1:8081", Some("127.0.0.2:8080"))).expect("another address");
+}
+
+#[test]
+fn overlap_is_symmetric_and_ignores_other_ports() {
+    let addrs: Vec<std::net::SocketAddr> =
+        ["0.0.0.0:1", "127.0.0.1:1", "[::]:1", "[::1]:1", "127.0.0.1:2", "[::ffff:127.0.0.1]:1"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+    for &a in &addrs {
+        for &b in &addrs {
+            assert_eq!(overlaps(a, b), overlaps(b, a), "{a} {b}");
+        }
+    }
+    assert!(!overlaps(addrs[1], addrs[4]), "another port");
+    assert!(!overlaps(addrs[0], addrs[3]), "an IPv4 wildcard takes no IPv6 address");
+}

@@ -12,6 +12,9 @@ use crate::upstream::now_ms;
 use monoio::io::{AsyncWriteRent, Canceller};
 use monoio::net::TcpStream;
 use monoio::time::timeout;
+use socket2::SockRef;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 impl Session {
@@ -111,18 +114,38 @@ impl Session {
                     None => continue,
                 },
                 None => {
+                    let stopping = self.worker.is_shutting_down();
+                    // At a graceful stop an idle connection closes now,
+                    // unless its next request already arrived (then it is
+                    // served, with `Connection: close`).
+                    if stopping && !self.fresh && !request_waiting(&self.client) {
+                        return Ok(None);
+                    }
                     // Poll, then read: an idle connection holds no buffer
                     // and no timer while it waits, only a slot in the
-                    // worker's idle wheel (which also ends the wait at a
+                    // worker's idle wheel (which the worker fires at a
                     // graceful stop).
                     self.shrink_for_idle();
                     let since = now_ms();
-                    let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
-                    let readable = monoio::select! {
-                        r = self.client.readable(false) => r.is_ok(),
-                        _ = expiry => false,
+                    let readable = if stopping {
+                        // Accepted but not yet asked anything (or asked,
+                        // per the peek): its request is on its way, which
+                        // is what a connection accepted just before a stop
+                        // looks like. The worker's exit bounds this wait.
+                        self.client.readable(false).await.is_ok()
+                    } else {
+                        let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
+                        monoio::select! {
+                            r = self.client.readable(false) => r.is_ok(),
+                            _ = expiry => false,
+                        }
                     };
                     if !readable {
+                        // The wheel fired because a stop began: the next
+                        // turn closes the connection or serves what came.
+                        if self.worker.is_shutting_down() && !stopping {
+                            continue;
+                        }
                         return Ok(None);
                     }
                     // A client that came back quickly is likely to again.
@@ -159,7 +182,7 @@ impl Session {
         // The wait after a connection's first request is always a poll:
         // that is where a client that connects, asks once and then idles
         // shows itself without ever pinning buffers.
-        let first = std::mem::take(&mut self.fresh);
+        let first = self.fresh;
         self.hot = false;
         let expiry = self.worker.begin_hot_wait()?;
         self.shrink_for_hot();
@@ -197,6 +220,17 @@ async fn hot_fill(
             }
         }
     }
+}
+
+/// Whether request bytes wait unread on `client`: one non-blocking peek,
+/// made only at a graceful stop, before an idle connection is closed.
+fn request_waiting(client: &TcpStream) -> bool {
+    // SAFETY: the fd belongs to `client`, which outlives this borrow; monoio
+    // streams do not implement `AsFd`, so we borrow the raw fd for the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(client.as_raw_fd()) };
+    let mut byte = [MaybeUninit::<u8>::uninit()];
+    let peek = SockRef::from(&fd).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+    matches!(peek, Ok(n) if n > 0)
 }
 
 /// One read that must end by `deadline` (`TimedOut` if it does not).

@@ -129,7 +129,8 @@ pub struct Session {
     body_unread: bool,
     /// Wait for the next request with a hot read (see `read_head`).
     hot: bool,
-    /// No request has completed on this connection yet.
+    /// No request head has been read on this connection yet: its first
+    /// wait is hot, and a graceful stop lets it ask (see `read_head`).
     fresh: bool,
     /// Cancels a hot read whose window passed; kept between hot reads.
     canceller: Option<Canceller>,
@@ -191,7 +192,10 @@ impl Session {
             self.http10 = false;
             let head_len = match self.read_head().await {
                 Ok(None) => break,
-                Ok(Some(n)) => n,
+                Ok(Some(n)) => {
+                    self.fresh = false;
+                    n
+                }
                 Err(e) => {
                     self.keep_line_for_log();
                     self.watch_slot = self.worker.request_started();

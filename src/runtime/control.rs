@@ -4,10 +4,11 @@
 //! read the snapshot once per request through a generation number, so the
 //! request path touches one relaxed atomic load.
 
-use super::listener::bind_group;
+use super::handover::Offered;
+use super::listener::{bind_group, check_free};
 use super::reload::Reloaded;
 use crate::admin::AdminListener;
-use crate::config::{Config, ConfigError, RuntimeConfig};
+use crate::config::{overlaps, Config, ConfigError, RuntimeConfig};
 use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct Control {
     pub(super) admin: Mutex<Option<AdminListener>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// The listening sockets a new instance may take over (`handover`).
+    pub offered: Offered,
 }
 
 impl Control {
@@ -75,6 +78,7 @@ impl Control {
             reloading: Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            offered: Offered::default(),
         }
     }
 
@@ -93,13 +97,19 @@ impl Control {
         &self.started_runtime
     }
 
-    /// Starts the admin listener if the config has one; its address.
-    pub fn start_admin(self: &Arc<Self>) -> io::Result<Option<SocketAddr>> {
-        let Some(bind) = self.config().admin else { return Ok(None) };
-        let admin = crate::admin::start(Arc::clone(self), bind)?;
-        let addr = admin.addr;
+    /// Serves the admin listener for `bind` on `sockets` (bound, or taken
+    /// over from a running instance) and offers them to a successor; its
+    /// address.
+    pub fn start_admin(
+        self: &Arc<Self>,
+        bind: SocketAddr,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> io::Result<SocketAddr> {
+        let addr = sockets.first().map_or(Ok(bind), |s| s.local_addr())?;
+        self.offered.add(None, addr, &sockets);
+        let admin = crate::admin::start(Arc::clone(self), bind, sockets)?;
         *self.admin.lock().unwrap_or_else(|e| e.into_inner()) = Some(admin);
-        Ok(Some(addr))
+        Ok(addr)
     }
 
     pub fn generation(&self) -> u64 {
@@ -111,6 +121,8 @@ impl Control {
     }
 
     pub fn begin_shutdown(&self) {
+        // First, so that no handover starts with sockets about to close.
+        self.offered.clear();
         self.shutdown.store(true, Ordering::Relaxed);
     }
 
@@ -145,9 +157,17 @@ impl Control {
         for l in &new.listeners {
             let same = old.listeners.iter().any(|o| o.name == l.name && o.bind == l.bind);
             if !same {
-                let (addr, sockets) = bind_group(l.bind, threads).map_err(|e| {
+                let context = |e: io::Error| {
                     ReloadError::Bind(io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind)))
-                })?;
+                };
+                // Our own sockets would fail the check: it is only for
+                // addresses this process does not serve yet.
+                let ours = old.listeners.iter().any(|o| overlaps(o.bind, l.bind))
+                    || old.admin.is_some_and(|a| overlaps(a, l.bind));
+                if !ours {
+                    check_free(l.bind).map_err(context)?;
+                }
+                let (addr, sockets) = bind_group(l.bind, threads).map_err(context)?;
                 opened.push((Arc::clone(&l.name), addr, sockets));
             }
         }
@@ -158,11 +178,13 @@ impl Control {
             let kept = new.listeners.iter().any(|l| l.name == o.name && l.bind == o.bind);
             if !kept {
                 log::info!("reload: closing listener {} on {}", o.name, o.bind);
+                self.offered.remove(&o.name);
                 self.broadcast(|_| Command::Unlisten { name: Arc::clone(&o.name) });
             }
         }
         for (name, addr, sockets) in opened {
             log::info!("reload: opening listener {name} on {addr}");
+            self.offered.add(Some(&name), addr, &sockets);
             let mut sockets = sockets.into_iter().map(Some).collect::<Vec<_>>();
             self.broadcast(|i| Command::Listen {
                 name: Arc::clone(&name),

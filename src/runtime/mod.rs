@@ -5,6 +5,8 @@
 
 mod clock;
 mod control;
+mod fd_passing;
+pub mod handover;
 mod idle;
 mod listener;
 mod reload;
@@ -16,7 +18,7 @@ mod worker_log;
 pub use clock::{coarse_ms, coarse_slack_ms};
 pub use control::{Command, Control, ReloadError};
 pub use idle::IdleExpiry;
-pub use listener::{bind_group, bind_reuseport};
+pub use listener::{bind_group, bind_reuseport, check_free, open_group};
 pub use reload::Reloaded;
 pub use watchdog::{Elapsed, Watch, Watchdog};
 pub use worker::{Snapshot, Worker, HOT_WINDOW_MS};
@@ -26,6 +28,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+
+/// Follows an "address in use" refusal at start.
+pub const TAKEOVER_HINT: &str = "; to replace a running ringway without dropping connections, start with --takeover";
 
 /// A started proxy: its bound addresses and worker threads.
 pub struct Running {
@@ -46,9 +51,11 @@ impl Running {
     }
 }
 
-/// Binds every listener once per worker and starts the workers; returns
-/// once all of them run, or with the first error.
-pub fn start(control: Arc<Control>) -> io::Result<Running> {
+/// Binds every listener once per worker (or takes the sockets handed over
+/// in `inherited`) and starts the workers; returns once all of them run, or
+/// with the first error. `check_free`: refuse an address another process
+/// listens on (off for `--takeover`, which means to share them).
+pub fn start(control: Arc<Control>, inherited: &mut handover::Inherited, check: bool) -> io::Result<Running> {
     let config = control.config();
     if let Some(log) = &config.access_log {
         crate::access_log::start(log).map_err(|e| io::Error::new(e.kind(), format!("access log: {e}")))?;
@@ -57,11 +64,17 @@ pub fn start(control: Arc<Control>) -> io::Result<Running> {
     let mut per_worker: Vec<Vec<(Arc<str>, std::net::TcpListener)>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let (addr, sockets) = bind_group(l.bind, threads)
+        if check {
+            check_free(l.bind)
+                .map_err(|e| io::Error::new(e.kind(), format!("{e} (listener {}){TAKEOVER_HINT}", l.name)))?;
+        }
+        let (addr, sockets) = open_group(l.bind, threads, inherited)
             .map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind)))?;
         listeners.push((Arc::clone(&l.name), addr));
-        for (w, s) in sockets.into_iter().enumerate() {
-            per_worker[w].push((Arc::clone(&l.name), s));
+        control.offered.add(Some(&l.name), addr, &sockets);
+        // Sockets taken over may outnumber the workers: some accept on two.
+        for (i, s) in sockets.into_iter().enumerate() {
+            per_worker[i % threads].push((Arc::clone(&l.name), s));
         }
     }
     let cores = if config.runtime.pin_cpus { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };

@@ -84,6 +84,7 @@ impl Control {
         let Some(bind) = wanted else {
             if let Some(old) = admin.take() {
                 log::info!("reload: admin API on {} closed", old.addr);
+                self.offered.remove_admin();
                 old.stop();
             }
             return None;
@@ -94,10 +95,18 @@ impl Control {
             running.bind = bind;
             return Some(running.addr);
         }
-        match crate::admin::start(Arc::clone(self), bind) {
-            Ok(started) => {
+        // Another process's port is refused, as at start.
+        let opened = super::listener::check_free(bind).and_then(|()| super::bind_reuseport(bind)).and_then(|socket| {
+            // What a successor is offered; the admin thread owns `socket`.
+            let copy = socket.try_clone()?;
+            crate::admin::start(Arc::clone(self), bind, vec![socket]).map(|a| (a, copy))
+        });
+        match opened {
+            Ok((started, copy)) => {
                 let addr = started.addr;
                 log::info!("reload: admin API now on {addr}");
+                self.offered.remove_admin();
+                self.offered.add(None, addr, &[copy]);
                 if let Some(old) = admin.replace(started) {
                     log::info!("reload: admin API on {} closed", old.addr);
                     old.stop();

@@ -278,8 +278,12 @@ impl Worker {
                 }
             }
             self.access_log.flush();
-            self.fire_timers(false);
-            if self.is_shutting_down() {
+            let stopping = self.is_shutting_down();
+            // At a stop every wait for a next request ends at once, on
+            // every tick (sessions still mid-request may start one later):
+            // idle connections close while requests in flight finish.
+            self.fire_timers(stopping);
+            if stopping {
                 checkers.set(u64::MAX - 1);
                 // Accept loops see the cancel on their next poll and drop
                 // (close) their listening sockets.
@@ -287,7 +291,6 @@ impl Worker {
                     c.cancel();
                 }
                 if self.active.get() == 0 {
-                    self.fire_timers(true);
                     // Give cancelled sessions a moment to close cleanly; a
                     // client still sending a head does not hold the stop.
                     // Never in the tick that cancelled: the accept loops and
@@ -325,11 +328,12 @@ impl Worker {
     ) {
         match TcpListener::from_std(socket) {
             Ok(listener) => {
-                let canceller = Canceller::new();
-                monoio::spawn(accept_loop(Rc::clone(self), Arc::clone(&name), listener, canceller.handle()));
-                if let Some(old) = accepting.insert(name, canceller) {
-                    old.cancel();
-                }
+                // One canceller per listener, for all its sockets here (more
+                // than one when more were taken over than there are
+                // workers). A listener whose bind changed in a reload was
+                // removed (`Unlisten`) before.
+                let canceller = accepting.entry(Arc::clone(&name)).or_default();
+                monoio::spawn(accept_loop(Rc::clone(self), name, listener, canceller.handle()));
             }
             Err(e) => log::error!("listener {name}: {e}"),
         }

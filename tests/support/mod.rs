@@ -657,17 +657,32 @@ impl Proxy {
     /// file, starts the proxy, and waits for one listening line per
     /// `[[listeners]]` name.
     pub fn start(toml: &str) -> Proxy {
-        Proxy::start_without_env(toml, &[])
+        let config_path = unique_temp_path("proxy", ".toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        Proxy::spawn(config_path, &listener_names(toml), &[], &[])
     }
 
     /// Like `start`, with the environment variables `unset` removed from
     /// the proxy's environment (e.g. `RUST_LOG`, which overrides the
     /// config's log level).
     pub fn start_without_env(toml: &str, unset: &[&str]) -> Proxy {
-        let names = listener_names(toml);
-        assert!(!names.is_empty(), "config has no [[listeners]] name");
         let config_path = unique_temp_path("proxy", ".toml");
         std::fs::write(&config_path, toml).expect("write config");
+        Proxy::spawn(config_path, &listener_names(toml), &[], unset)
+    }
+
+    /// A second instance on this one's config file (as it is now), started
+    /// with `--takeover`: it takes this one's listening sockets over.
+    pub fn take_over(&self) -> Proxy {
+        let toml = std::fs::read_to_string(&self.config_path).expect("read config");
+        Proxy::spawn(self.config_path.clone(), &listener_names(&toml), &["--takeover"], &[])
+    }
+
+    /// Starts `ringway --config config_path ARGS` (without the environment
+    /// variables `unset`) and waits for one listening line per name in
+    /// `names`.
+    fn spawn(config_path: PathBuf, names: &[String], args: &[&str], unset: &[&str]) -> Proxy {
+        assert!(!names.is_empty(), "config has no [[listeners]] name");
         let mut command = Command::new(bin());
         for var in unset {
             command.env_remove(var);
@@ -675,6 +690,7 @@ impl Proxy {
         let mut child = command
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
