@@ -243,9 +243,16 @@ fn route(c: &mut Criterion) {
 fn balance(c: &mut Criterion) {
     let config = seed_config();
     let mut g = c.benchmark_group("balancer_plan");
-    for mode in ["round_robin", "weighted_round_robin", "least_conn", "random_two", "hash"] {
+    let modes = ["round_robin", "weighted_round_robin", "least_conn", "random_two", "hash"];
+    // Then the two rotations again with one server drained: the path that
+    // spreads its share over the others.
+    for (mode, one_out) in
+        modes.iter().map(|&m| (m, false)).chain([("round_robin", true), ("weighted_round_robin", true)])
+    {
         let up = config.upstreams.iter().find(|u| &*u.name == mode).expect("bench upstream exists");
-        g.bench_function(mode, |b| {
+        up.servers[1].member.set_drained(one_out);
+        let name = if one_out { format!("{mode}/one_out") } else { mode.to_string() };
+        g.bench_function(name, |b| {
             let mut rng = 0x9E37_79B9_7F4A_7C15u64;
             let mut plan = Vec::with_capacity(16);
             let mut key = 0u64;

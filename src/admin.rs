@@ -159,8 +159,9 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>) {
     reply(&mut stream, status, kind, &body).await;
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
 fn route(control: &Arc<Control>, method: &str, path: &str) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
     match (method, path) {
         ("GET", "/health") => (200, TEXT, "ok\n".into()),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(control)),
@@ -186,34 +187,83 @@ fn route(control: &Arc<Control>, method: &str, path: &str) -> (u16, &'static str
             };
             (status, "application/json", format!("{doc}\n"))
         }
-        ("POST", p) if p.starts_with("/upstreams/") => server_action(control, p),
+        ("POST", p) if p.starts_with("/upstreams/") => member_action(control, p),
+        ("POST", p) if p.starts_with("/servers/") => address_action(control, p),
         (_, "/health" | "/metrics" | "/status" | "/reload") => (405, TEXT, "method not allowed\n".into()),
         _ => (404, TEXT, "not found\n".into()),
     }
 }
 
-/// `POST /upstreams/NAME/servers/ADDR/drain` and `.../enable`.
-fn server_action(control: &Control, path: &str) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
+/// `drain` or `enable`: whether to drain.
+fn drain_action(action: &str) -> Option<bool> {
+    match action {
+        "drain" => Some(true),
+        "enable" => Some(false),
+        _ => None,
+    }
+}
+
+fn drained_word(drain: bool) -> &'static str {
+    if drain {
+        "drained"
+    } else {
+        "enabled"
+    }
+}
+
+/// `POST /upstreams/NAME/servers/ADDR/drain` and `.../enable`: the server
+/// in that upstream only; other upstreams that list the address keep it.
+fn member_action(control: &Control, path: &str) -> (u16, &'static str, String) {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let [_, name, "servers", addr, action] = parts.as_slice() else {
+    let ["upstreams", name, "servers", addr, action] = parts.as_slice() else {
         return (404, TEXT, "not found\n".into());
     };
-    let drain = match *action {
-        "drain" => true,
-        "enable" => false,
-        _ => return (404, TEXT, "not found\n".into()),
+    let Some(drain) = drain_action(action) else { return (404, TEXT, "not found\n".into()) };
+    control.with_config(|config| {
+        let Some(up) = config.upstreams.iter().find(|u| &*u.name == *name) else {
+            return (404, TEXT, format!("no upstream {name}\n"));
+        };
+        let Some(server) = addr.parse().ok().and_then(|a| up.server(a)) else {
+            return (404, TEXT, format!("no server {addr} in upstream {name}\n"));
+        };
+        server.member.set_drained(drain);
+        log::info!("upstream {name} server {addr}: {}", drained_word(drain));
+        let mut body = format!("{} {addr} in upstream {name}\n", drained_word(drain));
+        if !drain && server.state.is_drained() {
+            body.push_str(&format!("still drained everywhere: POST /servers/{addr}/enable\n"));
+        }
+        (200, TEXT, body)
+    })
+}
+
+/// `POST /servers/ADDR/drain` and `.../enable`: the address in every
+/// upstream that lists it, including upstreams a reload adds it to, for as
+/// long as one lists it. Independent of the drains per upstream.
+fn address_action(control: &Control, path: &str) -> (u16, &'static str, String) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["servers", addr, action] = parts.as_slice() else {
+        return (404, TEXT, "not found\n".into());
     };
-    let config = control.config();
-    let Some(up) = config.upstreams.iter().find(|u| &*u.name == *name) else {
-        return (404, TEXT, format!("no upstream {name}\n"));
-    };
-    let Some(server) = addr.parse().ok().and_then(|a| up.server(a)) else {
-        return (404, TEXT, format!("no server {addr} in upstream {name}\n"));
-    };
-    server.state.set_drained(drain);
-    log::info!("upstream {name} server {addr}: {}", if drain { "drained" } else { "enabled" });
-    (200, TEXT, format!("{} {addr}\n", if drain { "drained" } else { "enabled" }))
+    let Some(drain) = drain_action(action) else { return (404, TEXT, "not found\n".into()) };
+    control.with_config(|config| {
+        let Some(state) = addr.parse().ok().and_then(|a: SocketAddr| config.servers.iter().find(|s| s.addr == a))
+        else {
+            return (404, TEXT, format!("no upstream lists server {addr}\n"));
+        };
+        state.set_drained(drain);
+        let members: Vec<&crate::upstream::Server> =
+            config.upstreams.iter().filter_map(|u| u.server(state.addr)).collect();
+        let names: Vec<&str> = members.iter().map(|m| &*m.member.upstream).collect();
+        log::info!("server {addr}: {} in every upstream ({})", drained_word(drain), names.join(", "));
+        let mut body = format!("{} {addr} in every upstream ({})\n", drained_word(drain), names.join(", "));
+        for m in members.iter().filter(|m| !drain && m.member.is_drained()) {
+            body.push_str(&format!(
+                "still drained in upstream {}: POST /upstreams/{}/servers/{addr}/enable\n",
+                m.member.upstream, m.member.upstream
+            ));
+        }
+        (200, TEXT, body)
+    })
 }
 
 /// Asks every worker for a copy of its counters.
@@ -238,7 +288,7 @@ fn render_metrics(control: &Control) -> String {
     let health: Vec<_> = config
         .upstreams
         .iter()
-        .flat_map(|u| u.servers.iter().map(move |s| (Arc::clone(&u.name), s.addr, s.state.is_healthy())))
+        .flat_map(|u| u.servers.iter().map(move |s| (Arc::clone(&u.name), s.addr, s.in_rotation())))
         .collect();
     let globals = Globals {
         reloads_ok: control.reloads_ok.load(Ordering::Relaxed),
@@ -269,8 +319,10 @@ fn status_json(control: &Control) -> String {
                     let (idle, active) = pool(s.addr);
                     serde_json::json!({
                         "addr": s.addr.to_string(),
-                        "healthy": s.state.is_healthy(),
-                        "drained": s.state.is_drained(),
+                        "healthy": s.in_rotation(),
+                        "drained": s.is_drained(),
+                        "drained_in_upstream": s.member.is_drained(),
+                        "drained_everywhere": s.state.is_drained(),
                         "in_flight": active,
                         "idle_connections": idle,
                     })

@@ -4,7 +4,7 @@
 use super::raw::{RawHealthCheck, RawServer, RawUpstream};
 use super::{Builder, ConfigError, DEFAULT_KEEPALIVE};
 use crate::upstream::{
-    server_state, Balance, HashKey, HealthCheck, PassiveHealth, Policy, Server, ServerState, Upstream,
+    member_state, server_state, Balance, HashKey, HealthCheck, PassiveHealth, Policy, Server, ServerState, Upstream,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +45,8 @@ impl Builder<'_> {
         }
         let mut members: Vec<Server> = Vec::new();
         for s in up.servers.get_ref() {
-            let server = self.server(s, &format!("{key}.servers"), &format!("upstream {}", name.get_ref()))?;
+            let server =
+                self.server(name.get_ref(), s, &format!("{key}.servers"), &format!("upstream {}", name.get_ref()))?;
             if members.iter().any(|m| m.addr == server.addr) {
                 return Err(self.err(s, &format!("{key}.servers"), format!("server {} listed twice", server.addr)));
             }
@@ -93,7 +94,7 @@ impl Builder<'_> {
         Ok(Upstream::new(name.get_ref().as_str().into(), members, keepalive, policy))
     }
 
-    fn server(&self, s: &Spanned<RawServer>, key: &str, owner: &str) -> Result<Server, ConfigError> {
+    fn server(&self, upstream: &str, s: &Spanned<RawServer>, key: &str, owner: &str) -> Result<Server, ConfigError> {
         let (text, weight, backup, max_conns) = match s.get_ref() {
             RawServer::Addr(a) => (a.as_str(), 1, false, None),
             RawServer::Table(t) => (t.addr.as_str(), t.weight.unwrap_or(1), t.backup.unwrap_or(false), t.max_conns),
@@ -110,6 +111,7 @@ impl Builder<'_> {
             id: 0,
             addr,
             state: server_state(addr),
+            member: member_state(upstream, addr),
             weight,
             backup,
             max_conns,

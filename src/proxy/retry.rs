@@ -66,8 +66,8 @@ impl Session {
                     break;
                 }
                 let server = &up.servers[index];
-                if !server.state.try_acquire(fail_open, server.max_conns) {
-                    let full = server.state.is_full(server.max_conns);
+                if !server.try_acquire(fail_open) {
+                    let full = server.is_full();
                     blocked = match (&blocked, full) {
                         (Blocked::Nothing | Blocked::Full, true) => Blocked::Full,
                         _ => Blocked::Down,

@@ -197,8 +197,18 @@ impl Control {
     }
 
     fn swap(&self, new: Config) {
-        self.config.store(Arc::new(new));
+        let new = Arc::new(new);
+        self.config.store(Arc::clone(&new));
         self.generation.fetch_add(1, Ordering::Release);
+        crate::upstream::forget_drains_outside(&new.upstreams);
+    }
+
+    /// Runs `change` on the running snapshot with reloads held off, so a
+    /// drain set through the admin API never lands on a snapshot that a
+    /// reload is replacing (and forgetting the drains of removed servers).
+    pub fn with_config<R>(&self, change: impl FnOnce(&Config) -> R) -> R {
+        let _no_reload = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        change(&self.config.load())
     }
 
     /// Resolves the running config's host names again (from the same text,

@@ -1,16 +1,18 @@
 //! Balancing: the order in which an upstream's servers are tried for one
-//! request. Every mode shares nothing but atomics: the round-robin ticket,
-//! and each server's in-flight count (for least_conn and random_two).
+//! request (`Upstream::plan`). Every mode shares nothing but atomics: the
+//! round-robin ticket, and each server's state (availability, and the
+//! in-flight count for least_conn and random_two). Each mode has its own
+//! file: `round_robin`, `weighted`, `hash`; least_conn and random_two are
+//! a few lines on top of the round-robin order, here.
 
-use std::hash::{Hash, Hasher};
+use super::{round_robin, Upstream, MAX_TRIES};
 
 /// How the first server for a request is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     RoundRobin,
     /// Smooth weighted round robin (nginx's): weights 5,1,1 give
-    /// a,a,b,a,c,a,a. The sequence is computed once per config, so workers
-    /// share it through the round-robin ticket alone.
+    /// a,a,b,a,c,a,a (see `weighted`).
     WeightedRoundRobin,
     /// Fewest in-flight requests (per unit of weight) across all workers.
     LeastConn,
@@ -42,72 +44,97 @@ impl Balance {
     }
 }
 
-/// The smooth weighted round-robin sequence for `weights` (length = sum).
-pub fn smooth_sequence(weights: &[u32]) -> Vec<usize> {
-    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut seq = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, &w) in weights.iter().enumerate() {
-            current[i] += i64::from(w);
-            if current[i] > current[best] {
-                best = i;
+impl Upstream {
+    /// The order in which to try servers for one request: primaries by the
+    /// balancing mode, then backups. Every mode but `hash` leads with the
+    /// primaries available at this moment (`Server::is_available`), so the
+    /// share of a server that is out is spread over the others; the rest
+    /// follow, for fail-open and the `max_conns` queue. Nothing is claimed
+    /// here: the caller claims each server as it reaches it, so a server's
+    /// single health probe is only taken by a request that really uses it.
+    /// `out` is reused: no allocation once it has grown to the server count.
+    pub fn plan(&self, key_hash: u64, rng: &mut u64, out: &mut Vec<usize>) {
+        out.clear();
+        let p = &self.primaries;
+        let n = p.len();
+        if let Balance::Hash(_) = self.policy.balance {
+            self.ring.walk(key_hash, out, n.max(1));
+        } else {
+            let ticket = self.ticket();
+            let weighted = self.policy.balance == Balance::WeightedRoundRobin;
+            // Usually every server is in: one look at each (stopping at the
+            // first that is out) and the plain rotation, no partition.
+            let available = if (0..n).all(|k| self.servers[p[k]].is_available()) {
+                let lead = if weighted { self.sequence.first_of_all(ticket) } else { ticket % n.max(1) };
+                out.extend((lead..n).chain(0..lead).map(|k| p[k]));
+                n
+            } else {
+                let m = round_robin::available_first(n, |k| self.servers[p[k]].is_available(), out);
+                if weighted {
+                    self.sequence.order(out, m, ticket);
+                } else {
+                    round_robin::order(out, m, ticket);
+                }
+                for k in out.iter_mut() {
+                    *k = p[*k];
+                }
+                m
+            };
+            match self.policy.balance {
+                Balance::LeastConn => self.least_conn(&mut out[..available]),
+                Balance::RandomTwo => self.random_two(out, available, rng),
+                _ => {}
             }
         }
-        current[best] -= total;
-        seq.push(best);
-    }
-    seq
-}
-
-/// Points per unit of weight on the hash ring: enough that keys spread
-/// within a few percent of the weights.
-const RING_POINTS_PER_WEIGHT: u32 = 160;
-
-/// A consistent-hash ring: removing one of N servers moves only the keys
-/// that hashed to it (about 1/N).
-#[derive(Debug, Clone, Default)]
-pub struct HashRing {
-    points: Vec<(u64, usize)>,
-}
-
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    // SipHash with fixed keys: stable across processes and restarts, so a
-    // key keeps its server after a restart too.
-    let mut h = std::hash::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
-impl HashRing {
-    /// `members`: (stable name, weight, index in the upstream).
-    pub fn new<'a>(members: impl Iterator<Item = (&'a str, u32, usize)>) -> Self {
-        let mut points = Vec::new();
-        for (name, weight, index) in members {
-            for k in 0..weight.saturating_mul(RING_POINTS_PER_WEIGHT) {
-                points.push((hash_bytes(format!("{name}#{k}").as_bytes()), index));
-            }
-        }
-        points.sort_unstable();
-        HashRing { points }
+        out.extend((0..self.servers.len()).filter(|&i| self.servers[i].backup));
+        out.truncate(MAX_TRIES.max(self.tries()));
     }
 
-    /// Server indices in ring order from `hash`, each once, at most `max`.
-    pub fn walk(&self, hash: u64, out: &mut Vec<usize>, max: usize) {
-        if self.points.is_empty() {
-            return;
-        }
-        let start = self.points.partition_point(|&(h, _)| h < hash);
-        for k in 0..self.points.len() {
-            let (_, idx) = self.points[(start + k) % self.points.len()];
-            if !out.contains(&idx) {
-                out.push(idx);
-                if out.len() >= max {
-                    return;
+    /// Fewest in-flight requests per unit of weight first, the rotation
+    /// kept among equals. Only the first `MAX_TRIES` places matter, so this
+    /// selects them one by one instead of sorting: the counts change while
+    /// we look, and the standard sorts may panic on an inconsistent order.
+    /// Loads are compared as in_flight/weight by cross-multiplying, which
+    /// saves a division per look.
+    fn least_conn(&self, live: &mut [usize]) {
+        let load = |i: usize| {
+            let s = &self.servers[i];
+            (s.state.in_flight() as u64, u64::from(s.weight.max(1)))
+        };
+        for place in 0..live.len().min(MAX_TRIES) {
+            let (mut best, mut least) = (place, load(live[place]));
+            for (k, &i) in live.iter().enumerate().skip(place + 1) {
+                let l = load(i);
+                if l.0.saturating_mul(least.1) < least.0.saturating_mul(l.1) {
+                    (best, least) = (k, l);
                 }
             }
+            if best != place {
+                // Moves the least loaded forward, keeping the others in order.
+                live[place..=best].rotate_right(1);
+            }
         }
+    }
+
+    /// Two random servers among the available ones (among all when none
+    /// is), the one with fewer in-flight requests first.
+    fn random_two(&self, out: &mut [usize], available: usize, rng: &mut u64) {
+        let pool = match available {
+            0 => out.len(),
+            1 => return,
+            m => m,
+        };
+        if pool < 2 {
+            return;
+        }
+        let a = (next_random(rng) % pool as u64) as usize;
+        let mut b = (next_random(rng) % (pool as u64 - 1)) as usize;
+        if b >= a {
+            b += 1;
+        }
+        let in_flight = |k: usize| self.servers[out[k]].state.in_flight();
+        let better = if in_flight(b) < in_flight(a) { b } else { a };
+        out.swap(0, better);
     }
 }
 
@@ -125,52 +152,6 @@ pub fn next_random(state: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn smooth_weighted_sequence_matches_nginx() {
-        let names = ["a", "b", "c"];
-        let seq: String = smooth_sequence(&[5, 1, 1]).iter().map(|&i| names[i]).collect();
-        assert_eq!(seq, "aabacaa");
-        assert_eq!(smooth_sequence(&[1, 1, 1]), [0, 1, 2]);
-        let seq = smooth_sequence(&[3, 2]);
-        assert_eq!(seq.iter().filter(|&&i| i == 0).count(), 3);
-        assert_eq!(seq, [0, 1, 0, 1, 0]);
-    }
-
-    #[test]
-    fn ring_moves_about_one_nth_of_keys() {
-        let names: Vec<String> = (0..5).map(|i| format!("10.0.0.{i}:80")).collect();
-        let full = HashRing::new(names.iter().enumerate().map(|(i, n)| (n.as_str(), 1, i)));
-        let without = HashRing::new(names.iter().enumerate().filter(|(i, _)| *i != 2).map(|(i, n)| (n.as_str(), 1, i)));
-        let (mut moved, mut counts) = (0, [0usize; 5]);
-        let keys = 20_000;
-        for k in 0..keys {
-            let h = hash_bytes(format!("client-{k}").as_bytes());
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            full.walk(h, &mut a, 1);
-            without.walk(h, &mut b, 1);
-            counts[a[0]] += 1;
-            if a[0] != b[0] {
-                moved += 1;
-                assert_eq!(a[0], 2, "only keys of the removed server move");
-            }
-        }
-        let share = moved as f64 / keys as f64;
-        assert!((0.12..0.28).contains(&share), "moved {share}");
-        for c in counts {
-            let s = c as f64 / keys as f64;
-            assert!((0.13..0.27).contains(&s), "share {s}");
-        }
-    }
-
-    #[test]
-    fn ring_walk_lists_each_server_once() {
-        let ring = HashRing::new([("a", 1, 0), ("b", 2, 1), ("c", 1, 2)].into_iter());
-        let mut out = Vec::new();
-        ring.walk(12345, &mut out, 10);
-        out.sort_unstable();
-        assert_eq!(out, [0, 1, 2]);
-    }
 
     #[test]
     fn random_is_spread() {

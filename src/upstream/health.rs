@@ -1,7 +1,8 @@
 //! Active health checks: one task per upstream that has `health_check`,
 //! run by a single worker (worker 0) so backends see one probe per interval,
 //! not one per worker. Verdicts land in the shared `ServerState`, which
-//! every worker reads when it picks a server.
+//! every worker reads when it picks a server. Verdicts are per address: a
+//! server found down is down in every upstream that lists it.
 
 use super::{HealthCheck, Upstream};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -23,13 +24,13 @@ pub async fn run(up: Arc<Upstream>, hc: HealthCheck, token: Rc<Cell<u64>>, gener
                 *passes += 1;
                 *fails = 0;
                 if *passes >= hc.rise && server.state.set_active_down(false) {
-                    log::info!("health check: upstream {} server {} is up", up.name, server.addr);
+                    log::info!("health check (upstream {}): server {} is up", up.name, server.addr);
                 }
             } else {
                 *fails += 1;
                 *passes = 0;
                 if *fails >= hc.fall && server.state.set_active_down(true) {
-                    log::warn!("health check: upstream {} server {} is down", up.name, server.addr);
+                    log::warn!("health check (upstream {}): server {} is down in every upstream", up.name, server.addr);
                 }
             }
         }

@@ -1,22 +1,28 @@
 //! Upstream groups: the servers behind a route, how they are balanced, and
 //! the retry and health policy for requests that go through them. An
 //! `Upstream` lives in the config snapshot shared by all workers; its only
-//! mutable state is atomics (the round-robin ticket, and each server's
-//! `ServerState`).
+//! mutable state is atomics (the round-robin ticket, each server's
+//! `ServerState`, and each member's `MemberState`).
 
 mod balance;
+mod hash;
 pub mod health;
 mod pool;
+mod round_robin;
 mod server;
+mod weighted;
 
-pub use balance::{hash_bytes, next_random, smooth_sequence, Balance, HashKey, HashRing};
+pub use balance::{next_random, Balance, HashKey};
+pub use hash::hash_bytes;
 pub use pool::UpstreamPools;
-pub use server::{now_ms, server_state, PassiveHealth, ServerState};
+pub use server::{member_state, now_ms, server_state, MemberState, PassiveHealth, ServerState};
 
+use hash::HashRing;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use weighted::SmoothSequence;
 
 /// One backend of an upstream.
 #[derive(Debug, Clone)]
@@ -24,7 +30,11 @@ pub struct Server {
     /// Stable process-wide index (`ServerState::id`): names the worker's pool.
     pub id: usize,
     pub addr: SocketAddr,
+    /// What belongs to the address in every upstream: health, in-flight
+    /// requests, the drain of the address everywhere.
     pub state: Arc<ServerState>,
+    /// What belongs to this server in this upstream: its drain here.
+    pub member: Arc<MemberState>,
     pub weight: u32,
     /// Takes traffic only when no primary server can.
     pub backup: bool,
@@ -78,10 +88,10 @@ pub struct Upstream {
     pub keepalive: usize,
     pub policy: Policy,
     next: AtomicUsize,
-    /// Indices of the servers that are not backups.
+    /// Indices of the servers that are not backups, ascending.
     primaries: Vec<usize>,
-    /// Smooth weighted round-robin order (weighted mode).
-    sequence: Vec<usize>,
+    /// Smooth weighted round-robin order over the primaries (weighted mode).
+    sequence: SmoothSequence,
     ring: HashRing,
     /// Requests waiting for a server under `max_conns`.
     pub waiting: AtomicUsize,
@@ -94,7 +104,7 @@ impl Upstream {
     pub fn new(name: Arc<str>, servers: Vec<Server>, keepalive: usize, policy: Policy) -> Self {
         let primaries: Vec<usize> = (0..servers.len()).filter(|&i| !servers[i].backup).collect();
         let weights: Vec<u32> = primaries.iter().map(|&i| servers[i].weight).collect();
-        let sequence = smooth_sequence(&weights).into_iter().map(|k| primaries[k]).collect();
+        let sequence = SmoothSequence::new(&weights);
         let ring = HashRing::new(primaries.iter().map(|&i| (&*servers[i].name, servers[i].weight, i)));
         Upstream {
             name,
@@ -123,58 +133,6 @@ impl Upstream {
     fn ticket(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
-
-    /// The order in which to try servers for one request: primaries by the
-    /// balancing mode, then backups. Health is not looked at here; the
-    /// caller claims each server as it reaches it, so a server's single
-    /// health probe is only taken by a request that really uses it.
-    pub fn plan(&self, key_hash: u64, rng: &mut u64, out: &mut Vec<usize>) {
-        out.clear();
-        let p = &self.primaries;
-        let rotation = |t: usize| (0..p.len()).map(move |k| p[(t + k) % p.len()]);
-        match &self.policy.balance {
-            Balance::RoundRobin => out.extend(rotation(self.ticket())),
-            Balance::WeightedRoundRobin => {
-                let t = self.ticket();
-                let len = self.sequence.len();
-                for k in 0..len {
-                    let i = self.sequence[(t + k) % len];
-                    if !out.contains(&i) {
-                        out.push(i);
-                    }
-                }
-            }
-            Balance::LeastConn => {
-                out.extend(rotation(self.ticket()));
-                // Stable sort keeps the rotation among equals.
-                out.sort_by(|&a, &b| {
-                    let load = |i: usize| {
-                        self.servers[i].state.in_flight() as u64 * 1000 / u64::from(self.servers[i].weight.max(1))
-                    };
-                    load(a).cmp(&load(b))
-                });
-            }
-            Balance::RandomTwo => {
-                out.extend(rotation(self.ticket()));
-                if out.len() >= 2 {
-                    let a = (next_random(rng) % out.len() as u64) as usize;
-                    let mut b = (next_random(rng) % (out.len() as u64 - 1)) as usize;
-                    if b >= a {
-                        b += 1;
-                    }
-                    let (ia, ib) = (out[a], out[b]);
-                    let better =
-                        if self.servers[ib].state.in_flight() < self.servers[ia].state.in_flight() { ib } else { ia };
-                    if let Some(pos) = out.iter().position(|&i| i == better) {
-                        out.swap(0, pos);
-                    }
-                }
-            }
-            Balance::Hash(_) => self.ring.walk(key_hash, out, p.len().max(1)),
-        }
-        out.extend((0..self.servers.len()).filter(|&i| self.servers[i].backup));
-        out.truncate(MAX_TRIES.max(self.tries()));
-    }
 }
 
 impl Server {
@@ -183,6 +141,46 @@ impl Server {
         self.id = self.state.id;
         self
     }
+
+    /// Drained in this upstream, or everywhere.
+    pub fn is_drained(&self) -> bool {
+        self.member.is_drained() || self.state.is_drained()
+    }
+
+    /// In rotation in this upstream: not drained, not down (`/status`,
+    /// `ringway_upstream_health`).
+    pub fn in_rotation(&self) -> bool {
+        !self.member.is_drained() && self.state.is_healthy()
+    }
+
+    /// Whether `try_acquire` would take it now, for the balancer's order.
+    pub fn is_available(&self) -> bool {
+        !self.member.is_drained() && self.state.is_available(self.max_conns)
+    }
+
+    /// Claims a request slot (see `ServerState::try_acquire`); a server
+    /// drained in this upstream is never taken, not even fail-open.
+    pub fn try_acquire(&self, ignore_health: bool) -> bool {
+        !self.member.is_drained() && self.state.try_acquire(ignore_health, self.max_conns)
+    }
+
+    /// Whether it is at `max_conns`.
+    pub fn is_full(&self) -> bool {
+        self.state.is_full(self.max_conns)
+    }
+}
+
+/// Called once a new snapshot is in place (reload, host names resolved
+/// again): drains of servers it no longer lists are forgotten, so a server
+/// added back later starts in rotation. A drain in one upstream ends when
+/// that upstream no longer lists the address; a drain everywhere ends when
+/// no upstream does.
+pub fn forget_drains_outside(upstreams: &[Arc<Upstream>]) {
+    let listed = |upstream: Option<&str>, addr: SocketAddr| {
+        upstreams.iter().any(|u| upstream.is_none_or(|name| *u.name == *name) && u.server(addr).is_some())
+    };
+    server::forget_members(|m| !listed(Some(&m.upstream), m.addr));
+    server::forget_address_drains(|addr| !listed(None, addr));
 }
 
 #[cfg(test)]

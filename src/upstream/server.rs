@@ -1,9 +1,16 @@
 //! Process-wide server state. Every distinct backend address gets one
 //! `ServerState` for the life of the process, so what must outlive a config
-//! reload (its pool slot in each worker, the drain flag, health) stays
-//! attached to the address, whichever snapshot names it. All fields are
-//! atomics written lock-free by whichever worker sees the event: this is the
-//! "health" state the design shares between workers.
+//! reload (its pool slot in each worker, health, the drain everywhere)
+//! stays attached to the address, whichever snapshot names it. Every
+//! (upstream, address) pair gets one `MemberState`: the drain of that
+//! server in that upstream. All fields are atomics written lock-free by
+//! whichever thread sees the event: this is the server state the design
+//! shares between workers.
+//!
+//! Health is per address: a dead address is dead in every upstream that
+//! lists it, and one probe or failure should not have to be learned once
+//! per upstream. A drain is an operator's decision about one pool, so it is
+//! per member; draining an address everywhere is a separate switch.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -15,7 +22,8 @@ pub struct ServerState {
     pub addr: SocketAddr,
     /// Stable index: names this server's pool in every worker.
     pub id: usize,
-    /// Taken out of rotation by the admin API (in-flight requests finish).
+    /// Taken out of every upstream by the admin API
+    /// (`POST /servers/ADDR/drain`; in-flight requests finish).
     drained: AtomicBool,
     /// Requests on this server right now, across all workers.
     in_flight: AtomicUsize,
@@ -71,14 +79,28 @@ impl ServerState {
         self.in_flight.load(Relaxed)
     }
 
-    /// Whether the server is in rotation (not drained, not down).
+    /// Whether the server is in rotation (not drained everywhere, not down).
     pub fn is_healthy(&self) -> bool {
         !self.is_drained() && !self.active_down.load(Relaxed) && self.down_until_ms.load(Relaxed) == 0
     }
 
+    /// Whether `try_acquire(false, max_conns)` would take the server now:
+    /// the balancer's view, which claims nothing. A server whose down
+    /// period ended counts until a request has taken its probe.
+    pub fn is_available(&self, max_conns: Option<usize>) -> bool {
+        if self.is_drained() || self.active_down.load(Relaxed) {
+            return false;
+        }
+        let down_until = self.down_until_ms.load(Relaxed);
+        if down_until != 0 && (self.probing.load(Relaxed) || now_ms() < down_until) {
+            return false;
+        }
+        !self.is_full(max_conns)
+    }
+
     /// Claims a request slot. `ignore_health` is the fail-open pass (every
     /// server looked down and no active check can bring one back). Returns
-    /// false when the server is drained, down, at `max_conns`, or when its
+    /// false when the server is drained everywhere, down, at `max_conns`, or when its
     /// down period ended and another request already took the probe.
     pub fn try_acquire(&self, ignore_health: bool, max_conns: Option<usize>) -> bool {
         if self.is_drained() {
@@ -179,6 +201,67 @@ pub fn server_state(addr: SocketAddr) -> Arc<ServerState> {
     state
 }
 
+/// One server in one upstream, for the life of the process while the
+/// upstream lists it: the operator's drain of that member
+/// (`POST /upstreams/NAME/servers/ADDR/drain`). Keyed by upstream name and
+/// address, so the drain outlives reloads that keep the pair.
+#[derive(Debug)]
+pub struct MemberState {
+    pub upstream: Arc<str>,
+    pub addr: SocketAddr,
+    drained: AtomicBool,
+}
+
+impl MemberState {
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Relaxed)
+    }
+
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Relaxed);
+    }
+}
+
+fn members() -> &'static Mutex<Vec<Arc<MemberState>>> {
+    static MEMBERS: OnceLock<Mutex<Vec<Arc<MemberState>>>> = OnceLock::new();
+    MEMBERS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The state of `addr` in upstream `upstream`, created on first use. Called
+/// while building a config, never on the request path.
+pub fn member_state(upstream: &str, addr: SocketAddr) -> Arc<MemberState> {
+    let mut all = members().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = all.iter().find(|m| *m.upstream == *upstream && m.addr == addr) {
+        return Arc::clone(m);
+    }
+    let member = Arc::new(MemberState { upstream: upstream.into(), addr, drained: AtomicBool::new(false) });
+    all.push(Arc::clone(&member));
+    member
+}
+
+/// Drops the members `gone` says no config lists any more (their drains
+/// with them), so the registry holds only what the running config names.
+pub(super) fn forget_members(gone: impl Fn(&MemberState) -> bool) {
+    let mut all = members().lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|m| {
+        let forget = gone(m);
+        if forget && m.is_drained() {
+            log::info!("upstream {} no longer lists server {}: its drain is forgotten", m.upstream, m.addr);
+        }
+        !forget
+    });
+}
+
+/// Ends the drain everywhere of the addresses `gone` says no upstream lists
+/// any more. Their `ServerState` stays: its id names pools in the workers.
+pub(super) fn forget_address_drains(gone: impl Fn(SocketAddr) -> bool) {
+    let all = registry().lock().unwrap_or_else(|e| e.into_inner());
+    for s in all.iter().filter(|s| s.is_drained() && gone(s.addr)) {
+        s.set_drained(false);
+        log::info!("no upstream lists server {} any more: its drain everywhere is forgotten", s.addr);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +314,44 @@ mod tests {
         s.release();
         assert!(s.try_acquire(false, Some(2)));
         assert_eq!(s.in_flight(), 2);
+    }
+
+    #[test]
+    fn one_member_state_per_upstream_and_address() {
+        let addr = "127.0.0.1:40003".parse().expect("addr");
+        let (a, b, a2) = (member_state("m-a", addr), member_state("m-b", addr), member_state("m-a", addr));
+        assert!(Arc::ptr_eq(&a, &a2));
+        a.set_drained(true);
+        assert!(a2.is_drained() && !b.is_drained(), "a drain in one upstream stays there");
+        forget_members(|m| *m.upstream == *"m-a" && m.addr == addr);
+        assert!(!member_state("m-a", addr).is_drained(), "forgotten with its drain");
+        assert!(Arc::ptr_eq(&b, &member_state("m-b", addr)), "the other upstream's member stays");
+    }
+
+    #[test]
+    fn availability_follows_what_try_acquire_would_do() {
+        let s = fresh();
+        assert!(s.is_available(Some(1)));
+        assert!(s.try_acquire(false, Some(1)));
+        assert!(!s.is_available(Some(1)), "at max_conns");
+        assert!(s.is_available(None));
+        s.release();
+        s.set_drained(true);
+        assert!(!s.is_available(None));
+        s.set_drained(false);
+        s.set_active_down(true);
+        assert!(!s.is_available(None));
+        s.set_active_down(false);
+        let p = PassiveHealth { max_fails: 1, fail_timeout: Duration::from_millis(30) };
+        s.record_failure(p);
+        assert!(!s.is_available(None), "down");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(s.is_available(None), "its probe is free");
+        assert!(s.try_acquire(false, None));
+        assert!(!s.is_available(None), "its probe is taken");
+        s.release();
+        s.record_success();
+        assert!(s.is_available(None));
     }
 
     #[test]
