@@ -94,6 +94,11 @@ impl Session {
                         };
                         if e.side() == super::Side::Upstream {
                             server.state.record_failure(up.policy.passive);
+                        } else {
+                            // The client failed: no verdict on the server,
+                            // but a probe this request held must be freed
+                            // or the server would never be tried again.
+                            server.state.end_probe_without_verdict();
                         }
                         if !retry || self.response_started {
                             return Err(e);

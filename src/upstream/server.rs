@@ -147,6 +147,12 @@ impl ServerState {
         self.probing.store(false, Relaxed);
     }
 
+    /// A request that ended with no verdict on the server (its client
+    /// failed): the probe, if it held it, goes to the next request.
+    pub fn end_probe_without_verdict(&self) {
+        self.probing.store(false, Relaxed);
+    }
+
     pub fn record_failure(&self, p: PassiveHealth) {
         self.probing.store(false, Relaxed);
         if p.max_fails == 0 {
@@ -301,6 +307,20 @@ mod tests {
         s.record_success();
         assert!(s.is_healthy());
         assert!(s.try_acquire(false, None));
+        s.release();
+    }
+
+    #[test]
+    fn a_probe_whose_client_failed_goes_to_the_next_request() {
+        let s = fresh();
+        let p = PassiveHealth { max_fails: 1, fail_timeout: Duration::from_millis(20) };
+        s.record_failure(p);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(s.try_acquire(false, None), "the probe");
+        s.release();
+        s.end_probe_without_verdict();
+        assert!(s.try_acquire(false, None), "the next request probes");
+        assert!(!s.is_healthy(), "still out until a verdict");
         s.release();
     }
 
