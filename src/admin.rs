@@ -6,8 +6,8 @@
 use crate::config::{HttpPolicy, Limits};
 use crate::http::head::HeadScanner;
 use crate::http::request;
+use crate::io_buf::{write_out, ConnBuf};
 use crate::metrics::{self, Globals, WorkerSnapshot};
-use crate::proxy::buf::{write_out, ConnBuf};
 use crate::runtime::{Command, Control};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::{TcpListener, TcpStream};

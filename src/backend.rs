@@ -9,7 +9,7 @@ use crate::http::chunked::{ChunkStep, ChunkedDecoder};
 use crate::http::head::{leading_empty_lines, HeadScanner};
 use crate::http::request::{self, Method};
 use crate::http::BodyKind;
-use crate::proxy::buf::{write_out, ConnBuf};
+use crate::io_buf::{write_out, ConnBuf};
 use crate::router::Router;
 use monoio::net::{TcpListener, TcpStream};
 use std::mem::MaybeUninit;

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod http;
+pub mod io_buf;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

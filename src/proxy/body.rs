@@ -8,9 +8,9 @@
 //! small response costs one write, not two; `out` is always flushed before
 //! the relay waits on a read, so nothing sits unsent while the source is slow.
 
-use super::buf::{write_out, ConnBuf};
 use crate::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
 use crate::http::BodyKind;
+use crate::io_buf::{write_out, ConnBuf};
 use crate::runtime::Watch;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use std::time::Duration;

@@ -2,11 +2,11 @@
 //! the next request head, lending buffers back to the worker while idle,
 //! and closing without losing the last response.
 
-use super::buf::ConnBuf;
 use super::error::ProxyError;
 use super::{Session, KEEP_SCRATCH_BYTES, LINGER};
 use crate::http::head::{leading_empty_lines, HeadError};
 use crate::http::request::RequestError;
+use crate::io_buf::ConnBuf;
 use crate::runtime::{IdleExpiry, HOT_WINDOW_MS};
 use crate::upstream::now_ms;
 use monoio::io::{AsyncWriteRent, Canceller};

@@ -4,7 +4,6 @@
 //! client connection, on the worker that accepted it.
 
 mod body;
-pub mod buf;
 mod client;
 mod error;
 mod local;
@@ -24,9 +23,9 @@ use crate::http::path::{has_params, normalize_path};
 use crate::http::request::{self, Method, RequestError};
 use crate::http::request_line::RequestLineCheck;
 use crate::http::BodyKind;
+use crate::io_buf::{write_out, ConnBuf};
 use crate::runtime::{Snapshot, Worker};
 use crate::upstream::{hash_bytes, Balance, HashKey};
-use buf::{write_out, ConnBuf};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use std::mem::MaybeUninit;

@@ -9,12 +9,12 @@
 //! server's success, so it neither retries nor marks the server down.
 
 use super::body::{Encode, Relay, RelayError};
-use super::buf::ConnBuf;
 use super::error::ProxyError;
 use super::local::CONTINUE;
 use super::{Exchange, Session};
 use crate::http::head::HeadScanner;
 use crate::http::BodyKind;
+use crate::io_buf::ConnBuf;
 use crate::runtime::Watch;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, Canceller, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;

@@ -2,7 +2,7 @@
 //! after the 101, bytes flow both ways unchanged until a side closes or
 //! neither side has sent anything for `tunnel_idle`.
 
-use super::buf::ConnBuf;
+use crate::io_buf::ConnBuf;
 use monoio::io::{AsyncWriteRent, CancelHandle, Canceller, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use monoio::time::timeout;

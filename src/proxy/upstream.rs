@@ -3,7 +3,6 @@
 //! connection to the pool only when the exchange ended cleanly.
 
 use super::body::{Encode, Relay, RelayError};
-use super::buf::write_out;
 use super::error::ProxyError;
 use super::send::Sent;
 use super::{Exchange, Session};
@@ -13,6 +12,7 @@ use crate::http::headers::list_items;
 use crate::http::request::Method;
 use crate::http::response::{self, client_framing, ClientFraming};
 use crate::http::BodyKind;
+use crate::io_buf::write_out;
 use crate::metrics::Outcome;
 use monoio::net::TcpStream;
 use monoio::time::timeout;

@@ -1,4 +1,5 @@
-//! `ConnBuf`: a connection's read buffer. Bytes live in `buf[start..]`;
+//! Socket I/O shared by the proxy, the admin listener and the demo
+//! backend. `ConnBuf`: a connection's read buffer. Bytes live in `buf[start..]`;
 //! reads append into the spare capacity (monoio reads write from the start
 //! of the buffer they are given, so we hand them `slice_mut(len..cap)`), and
 //! consumed bytes advance `start`, so pipelined bytes stay where they are.
