@@ -2,19 +2,19 @@
 //! the next request head, lending buffers back to the worker while idle,
 //! and closing without losing the last response.
 
+use super::conn::ClientConn;
 use super::error::ProxyError;
-use super::{Session, KEEP_SCRATCH_BYTES, LINGER};
+use super::local::CONTINUE;
+use super::{Exchange, Session, KEEP_SCRATCH_BYTES, LINGER};
 use crate::http::head::{leading_empty_lines, HeadError};
 use crate::http::request::RequestError;
 use crate::io_buf::ConnBuf;
+use crate::runtime::Worker;
 use crate::runtime::{IdleExpiry, HOT_WINDOW_MS};
 use crate::upstream::now_ms;
 use monoio::io::{AsyncWriteRent, Canceller};
-use monoio::net::TcpStream;
 use monoio::time::timeout;
-use socket2::SockRef;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
 use std::time::Instant;
 
 impl Session {
@@ -64,7 +64,7 @@ impl Session {
     /// whole close: a half-close first would only cost a syscall, since a
     /// close with nothing unread sends the same FIN.
     pub(super) async fn close(&mut self) {
-        if !self.cbuf.is_empty() || self.body_unread {
+        if !self.cbuf.is_empty() || self.req.body_unread {
             let _ = self.client.shutdown().await;
             self.cbuf.clear();
             Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
@@ -76,7 +76,7 @@ impl Session {
     pub(super) async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
         self.scanner.reset();
         self.line_check.reset();
-        self.head_began = None;
+        self.req.head_began = None;
         loop {
             let skip = leading_empty_lines(self.cbuf.data());
             if skip > 0 {
@@ -101,12 +101,12 @@ impl Session {
                 }
                 // The head's total deadline runs from its first bytes; a
                 // head that came whole in one read needs no clock read.
-                self.head_began.get_or_insert_with(Instant::now);
+                self.req.head_began.get_or_insert_with(Instant::now);
                 // A read that times out takes the buffer with it: keep what
                 // the access log needs of the line first.
                 self.keep_line_for_log();
             }
-            let deadline = self.head_began.map(|began| began + self.config.timeouts.client_header);
+            let deadline = self.req.head_began.map(|began| began + self.config.timeouts.client_header);
             let read = match deadline {
                 None if self.hot => match self.hot_read().await {
                     Some(read) => read,
@@ -118,7 +118,7 @@ impl Session {
                     // At a graceful stop an idle connection closes now,
                     // unless its next request already arrived (then it is
                     // served, with `Connection: close`).
-                    if stopping && !self.fresh && !request_waiting(&self.client) {
+                    if stopping && !self.fresh && !self.client.has_bytes_waiting() {
                         return Ok(None);
                     }
                     // Poll, then read: an idle connection holds no buffer
@@ -150,9 +150,7 @@ impl Session {
                     }
                     // A client that came back quickly is likely to again.
                     self.hot = now_ms().saturating_sub(since) < HOT_WINDOW_MS;
-                    if !self.cbuf.has_storage() {
-                        let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
-                    }
+                    lend_storage(&self.worker, &mut self.cbuf, self.config.runtime.read_buffer);
                     self.cbuf.fill(&mut self.client).await
                 }
                 // Heads that span reads are rare: their timer lives on the heap.
@@ -170,6 +168,30 @@ impl Session {
 }
 
 impl Session {
+    /// One read of request body bytes into `cbuf`, within `client_body`:
+    /// the one place a request body is read outside the relay, with the
+    /// relay's mapping (a stall is a 408, a close is the client gone).
+    pub(super) async fn read_body_bytes(&mut self) -> Result<usize, ProxyError> {
+        let worker = Rc::clone(&self.worker);
+        let watch = worker.watchdog.watch(self.req.watch);
+        match watch.limit(self.config.timeouts.client_body, self.cbuf.fill(&mut self.client)).await {
+            Ok(Ok(n)) if n > 0 => Ok(n),
+            Ok(_) => Err(ProxyError::ClientGone),
+            Err(_) => Err(ProxyError::ClientBodyTimeout),
+        }
+    }
+
+    /// Sends `100 Continue` when the client asked for it and has sent no
+    /// body byte yet (the `Expect` field itself is not forwarded).
+    pub(super) async fn send_continue(&mut self, x: Exchange) -> Result<(), ProxyError> {
+        if x.expect_continue && self.cbuf.is_empty() {
+            self.out.clear();
+            self.out.extend_from_slice(CONTINUE);
+            self.send_out().await?;
+        }
+        Ok(())
+    }
+
     /// A hot wait for the next request: one read, holding the buffers, for
     /// a new connection (whose request is usually already on its way) and
     /// for one whose client came back within `HOT_WINDOW_MS` last time.
@@ -186,9 +208,7 @@ impl Session {
         self.hot = false;
         let expiry = self.worker.begin_hot_wait()?;
         self.shrink_for_hot();
-        if !self.cbuf.has_storage() {
-            let _ = self.cbuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
-        }
+        lend_storage(&self.worker, &mut self.cbuf, self.config.runtime.read_buffer);
         let canceller = self.canceller.take().unwrap_or_default();
         // Boxed: the cancellable read is large, and every connection's task
         // (idle ones included) is as big as its largest inline await.
@@ -204,7 +224,7 @@ impl Session {
 /// byte came. Returns the canceller to reuse (a fresh one after a cancel).
 async fn hot_fill(
     buf: &mut ConnBuf,
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     expiry: IdleExpiry,
     canceller: Canceller,
 ) -> (Option<std::io::Result<usize>>, Canceller) {
@@ -222,19 +242,8 @@ async fn hot_fill(
     }
 }
 
-/// Whether request bytes wait unread on `client`: one non-blocking peek,
-/// made only at a graceful stop, before an idle connection is closed.
-fn request_waiting(client: &TcpStream) -> bool {
-    // SAFETY: the fd belongs to `client`, which outlives this borrow; monoio
-    // streams do not implement `AsFd`, so we borrow the raw fd for the call.
-    let fd = unsafe { BorrowedFd::borrow_raw(client.as_raw_fd()) };
-    let mut byte = [MaybeUninit::<u8>::uninit()];
-    let peek = SockRef::from(&fd).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
-    matches!(peek, Ok(n) if n > 0)
-}
-
 /// One read that must end by `deadline` (`TimedOut` if it does not).
-async fn read_until(buf: &mut ConnBuf, client: &mut TcpStream, deadline: Instant) -> std::io::Result<usize> {
+async fn read_until(buf: &mut ConnBuf, client: &mut ClientConn, deadline: Instant) -> std::io::Result<usize> {
     let left = deadline.saturating_duration_since(Instant::now());
     match timeout(left, buf.fill(client)).await {
         Ok(r) => r,
@@ -243,12 +252,20 @@ async fn read_until(buf: &mut ConnBuf, client: &mut TcpStream, deadline: Instant
 }
 
 /// Reads and drops what the client still sends, for up to `LINGER`.
-async fn linger(buf: &mut ConnBuf, client: &mut TcpStream) {
+async fn linger(buf: &mut ConnBuf, client: &mut ClientConn) {
     let until = Instant::now() + LINGER;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match timeout(left, buf.fill(client)).await {
             Ok(Ok(n)) if n > 0 => buf.clear(),
             _ => break,
         }
+    }
+}
+
+/// Gives `buf` storage from the worker's pool if it has none: an idle
+/// connection holds no buffer, so each wait or exchange borrows one.
+pub(super) fn lend_storage(worker: &Worker, buf: &mut ConnBuf, size: usize) {
+    if !buf.has_storage() {
+        let _ = buf.switch_to(worker.take_buf(size));
     }
 }

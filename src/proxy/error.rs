@@ -2,6 +2,7 @@
 //! maps to exactly one status code (or none, when no answer can be sent)
 //! and one retry decision.
 
+use super::body::RelayError;
 use crate::http::chunked::ChunkError;
 use crate::http::request::RequestError;
 
@@ -103,6 +104,31 @@ impl ProxyError {
             | ProxyError::UpstreamBody(_) => Some(502),
             ProxyError::UpstreamTimeout | ProxyError::UpstreamSendTimeout => Some(504),
             ProxyError::NoServer | ProxyError::ListenerGone => Some(503),
+        }
+    }
+
+    /// A request body relay's failure (client to upstream).
+    pub(super) fn from_request_relay(e: RelayError, reused: bool) -> Self {
+        match e {
+            RelayError::SrcIo | RelayError::SrcEof => ProxyError::ClientGone,
+            RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
+            RelayError::SrcFraming(c) => ProxyError::ClientBody(c),
+            RelayError::TooLarge => ProxyError::ClientBodyTooLarge,
+            RelayError::DstIo => ProxyError::UpstreamGone { reused, answered: false },
+            RelayError::DstTimeout => ProxyError::UpstreamSendTimeout,
+        }
+    }
+
+    /// A response body relay's failure (upstream to client). Responses
+    /// have no size cap, so `TooLarge` cannot come from one; it maps to
+    /// the upstream's fault if a cap is ever set.
+    pub(super) fn from_response_relay(e: RelayError, reused: bool) -> Self {
+        match e {
+            RelayError::SrcIo | RelayError::SrcEof => ProxyError::UpstreamGone { reused, answered: true },
+            RelayError::SrcTimeout => ProxyError::UpstreamTimeout,
+            RelayError::SrcFraming(c) => ProxyError::UpstreamBody(c),
+            RelayError::TooLarge => ProxyError::BadResponse("body over the limit"),
+            RelayError::DstIo | RelayError::DstTimeout => ProxyError::ClientGone,
         }
     }
 

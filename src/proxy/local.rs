@@ -1,6 +1,17 @@
-//! Responses the proxy writes itself: route statuses and errors.
+//! Responses the proxy writes itself: a route's status, and the error
+//! answer of a failed request. Either way the request body must not be
+//! parsed as the next request: a small one is read and dropped, otherwise
+//! the connection closes after the answer.
 
+use super::error::ProxyError;
+use super::{side_name, Exchange, Next, Session, CLIENT_CLOSED};
+use crate::http::request::Method;
+use crate::http::BodyKind;
 use std::io::Write;
+
+/// Largest body we read and discard to keep a connection open after a
+/// local answer; a larger declared body closes the connection instead.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -51,6 +62,57 @@ pub fn write_status(status: u16, keep_alive: bool, head_only: bool, out: &mut Ve
 }
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl Session {
+    /// Answers with a route's status.
+    pub(super) async fn answer_locally(&mut self, status: u16, x: Exchange) -> Result<Next, ProxyError> {
+        let mut keep = x.keep_alive && !self.worker.is_shutting_down();
+        match x.body {
+            BodyKind::None => {}
+            BodyKind::Length(n) if n <= DRAIN_MAX_BYTES && !x.expect_continue => {
+                keep &= self.drain(n).await.is_ok();
+            }
+            _ => keep = false,
+        }
+        self.send_local(status, keep, x.method == Method::Head).await?;
+        Ok(if keep { Next::KeepAlive } else { Next::Close })
+    }
+
+    /// Answers a failed request with its status, if nothing was sent yet.
+    pub(super) async fn answer_error(&mut self, e: ProxyError) {
+        log::debug!("{} side failed for {}: {e:?}", side_name(e.side()), self.peer);
+        match (self.req.response_started, e.status()) {
+            (false, Some(status)) => {
+                // The connection closes after it either way.
+                let _ = self.send_local(status, false, false).await;
+            }
+            (false, None) => self.req.status = CLIENT_CLOSED,
+            (true, _) => {}
+        }
+    }
+
+    /// The one way a local answer leaves: written whole within
+    /// `client_send`.
+    async fn send_local(&mut self, status: u16, keep_alive: bool, head_only: bool) -> Result<(), ProxyError> {
+        self.req.bytes_sent = write_status(status, keep_alive, head_only, &mut self.out);
+        self.req.response_started = true;
+        self.req.status = status;
+        self.send_out().await
+    }
+
+    /// Reads and drops `left` body bytes.
+    async fn drain(&mut self, mut left: u64) -> Result<(), ProxyError> {
+        while left > 0 {
+            if self.cbuf.is_empty() {
+                self.read_body_bytes().await?;
+            }
+            let k = usize::try_from(left).unwrap_or(usize::MAX).min(self.cbuf.len());
+            self.cbuf.consume(k);
+            left -= k as u64;
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {

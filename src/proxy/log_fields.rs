@@ -10,7 +10,7 @@ use std::time::Instant;
 
 /// Keeps what the access log needs from a head about to be consumed:
 /// method, target, Referer, User-Agent, with `marks` their end offsets.
-pub(super) fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [usize; 4]) {
+pub(super) fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, marks: &mut [u32; 4]) {
     buf.clear();
     buf.extend_from_slice(req.method_token.as_bytes());
     let m = buf.len();
@@ -21,7 +21,7 @@ pub(super) fn keep_for_log(req: &request::Request<'_, '_>, buf: &mut Vec<u8>, ma
     buf.extend_from_slice(find("referer").unwrap_or_default());
     let r = buf.len();
     buf.extend_from_slice(find("user-agent").unwrap_or_default());
-    *marks = [m, t, r, buf.len()];
+    *marks = [m, t, r, buf.len()].map(offset);
 }
 
 impl Session {
@@ -44,12 +44,12 @@ impl Session {
         // stays where it was refused: either way this only resumes.
         let _ = self.line_check.check(data, max_target);
         let line = self.line_check.so_far(data);
-        self.http10 = line.http10;
+        self.req.http10 = line.http10;
         let method = line.method_end.and_then(|m| data.get(..m));
         let target = (line.method_end.zip(line.target_end))
             .and_then(|(m, t)| data.get(m + 1..t))
             .filter(|t| t.len() <= max_target);
-        let [m, t, ..] = self.log_marks;
+        let [m, t, ..] = self.req.log_marks.map(|o| o as usize);
         let had = usize::from(m > 0) + usize::from(t > m);
         if usize::from(method.is_some()) + usize::from(target.is_some()) <= had {
             return;
@@ -59,30 +59,36 @@ impl Session {
         let m = self.log_req.len();
         self.log_req.extend_from_slice(target.unwrap_or_default());
         let t = self.log_req.len();
-        self.log_marks = [m, t, t, t];
+        self.req.log_marks = [m, t, t, t].map(offset);
     }
 
     /// Hands the line of the request that just ended to the worker's log
     /// buffer. `started` is when the request was counted as in flight.
     pub(super) fn log_request(&self, now: Instant, started: Instant, route: &str) {
-        let [m, t, r, u] = self.log_marks;
+        let [m, t, r, u] = self.req.log_marks.map(|o| o as usize);
         let field = |a: usize, b: usize| self.log_req.get(a..b).unwrap_or_default();
         // From the request's first byte (nginx's $request_time). It is known
         // when the head spanned reads; a head that came in one read was
         // complete when `started` was taken.
-        let began = self.head_began.unwrap_or(started);
+        let began = self.req.head_began.unwrap_or(started);
         self.worker.log_access(&access_log::Entry {
             client: self.peer,
             method: field(0, m),
             target: field(m, t),
-            http10: self.http10,
-            status: self.status,
-            bytes: self.bytes_sent,
+            http10: self.req.http10,
+            status: self.req.status,
+            bytes: self.req.bytes_sent,
             duration: now.saturating_duration_since(began),
-            upstream: self.upstream_addr,
+            upstream: self.req.upstream_addr,
             route,
             referer: field(t, r),
             user_agent: field(r, u),
         });
     }
+}
+
+/// An offset into the log buffer, which never nears 4 GiB (heads are
+/// capped far below); saturating keeps a field empty rather than wrong.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

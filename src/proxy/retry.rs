@@ -8,7 +8,7 @@
 //! deadline, and at most one retry for a stale pooled connection.
 
 use super::error::{ProxyError, Retry};
-use super::upstream::{connect, outcome};
+use super::forward::{connect, outcome};
 use super::{Exchange, Next, Session};
 use crate::http::BodyKind;
 use crate::runtime::coarse_ms;
@@ -62,7 +62,7 @@ impl Session {
         loop {
             let mut blocked = Blocked::Nothing;
             for &index in plan {
-                if attempts >= tries || (attempts > 0 && coarse_ms() >= deadline) || self.response_started {
+                if attempts >= tries || (attempts > 0 && coarse_ms() >= deadline) || self.req.response_started {
                     break;
                 }
                 let server = &up.servers[index];
@@ -100,14 +100,14 @@ impl Session {
                             // or the server would never be tried again.
                             server.state.end_probe_without_verdict();
                         }
-                        if !retry || self.response_started {
+                        if !retry || self.req.response_started {
                             return Err(e);
                         }
                         last_error = Some(e);
                     }
                 }
             }
-            if attempts > 0 || self.response_started {
+            if attempts > 0 || self.req.response_started {
                 return Err(last_error.unwrap_or(ProxyError::NoServer));
             }
             match blocked {
@@ -154,13 +154,13 @@ impl Session {
                     }
                 },
             };
-            worker.upstream_in_use(server.id, true);
-            self.upstream_addr = Some(server.addr);
+            worker.upstream_acquired(server.id);
+            self.req.upstream_addr = Some(server.addr);
             // Boxed apart from the exchange so that each box stays within
             // glibc's per-thread cache (see the size tests in `proxy`).
             let mut slot = Some(conn);
             let result = Box::pin(self.forward(&mut slot, x, reused)).await;
-            worker.upstream_in_use(server.id, false);
+            worker.upstream_released(server.id);
             worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&result));
             match result {
                 Ok(done) if done.upgraded => match slot {
@@ -180,7 +180,7 @@ impl Session {
                     return Ok(if done.client_keep_alive { Next::KeepAlive } else { Next::Close });
                 }
                 Err(e @ ProxyError::UpstreamGone { reused: true, .. })
-                    if e.retry() == Retry::IfReplayable && replayable && !fresh_only && !self.response_started =>
+                    if e.retry() == Retry::IfReplayable && replayable && !fresh_only && !self.req.response_started =>
                 {
                     // The backend closed an idle connection as we reused it:
                     // not a server failure, and safe to send once more.
@@ -210,21 +210,11 @@ impl Session {
     async fn buffer_body(&mut self, x: Exchange) -> Result<(), ProxyError> {
         let BodyKind::Length(n) = x.body else { return Ok(()) };
         let n = usize::try_from(n).unwrap_or(usize::MAX);
-        if x.expect_continue && self.cbuf.is_empty() {
-            self.out.clear();
-            self.out.extend_from_slice(super::local::CONTINUE);
-            self.send_out().await?;
-        }
+        self.send_continue(x).await?;
         self.replay.clear();
-        let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch_slot);
         while self.replay.len() < n {
             if self.cbuf.is_empty() {
-                match watch.limit(self.config.timeouts.client_body, self.cbuf.fill(&mut self.client)).await {
-                    Ok(Ok(k)) if k > 0 => {}
-                    Ok(_) => return Err(ProxyError::ClientGone),
-                    Err(_) => return Err(ProxyError::ClientBodyTimeout),
-                }
+                self.read_body_bytes().await?;
             }
             let k = (n - self.replay.len()).min(self.cbuf.len());
             self.replay.extend_from_slice(&self.cbuf.data()[..k]);

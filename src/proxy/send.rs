@@ -10,7 +10,6 @@
 
 use super::body::{Encode, Relay, RelayError};
 use super::error::ProxyError;
-use super::local::CONTINUE;
 use super::{Exchange, Session};
 use crate::http::head::HeadScanner;
 use crate::http::BodyKind;
@@ -65,17 +64,6 @@ async fn send_kept(
     };
     *buf = back;
     res.map(drop).map_err(|_| gone)
-}
-
-fn relay_error(e: RelayError, reused: bool) -> ProxyError {
-    match e {
-        RelayError::SrcIo | RelayError::SrcEof => ProxyError::ClientGone,
-        RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
-        RelayError::SrcFraming(c) => ProxyError::ClientBody(c),
-        RelayError::TooLarge => ProxyError::ClientBodyTooLarge,
-        RelayError::DstIo => ProxyError::UpstreamGone { reused, answered: false },
-        RelayError::DstTimeout => ProxyError::UpstreamSendTimeout,
-    }
 }
 
 /// Whether `data` holds a complete final response head (after any 1xx
@@ -157,19 +145,19 @@ impl Session {
             srcbuf: &mut self.cbuf,
             dst: up,
             out: &mut self.out,
-            watch: worker.watchdog.watch(self.watch_slot),
+            watch: worker.watchdog.watch(self.req.watch),
             read_timeout: self.config.timeouts.client_body,
             write_timeout: self.config.timeouts.upstream_send,
             max_bytes: self.config.limits.max_body_bytes,
         };
-        relay.run(x.body, Encode::Raw).await.map_err(|e| relay_error(e, reused))?;
+        relay.run(x.body, Encode::Raw).await.map_err(|e| ProxyError::from_request_relay(e, reused))?;
         Ok(Sent::Whole)
     }
 
     /// Sends the head, and a replayable body if there is one.
     async fn send_head(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Sent, ProxyError> {
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch_slot);
+        let watch = worker.watchdog.watch(self.req.watch);
         let gone = ProxyError::UpstreamGone { reused, answered: false };
         let send_limit = self.config.timeouts.upstream_send;
         // A small replayable body rides in the head's write.
@@ -195,11 +183,7 @@ impl Session {
         x: Exchange,
         reused: bool,
     ) -> Result<Sent, ProxyError> {
-        if x.expect_continue && self.cbuf.is_empty() {
-            self.out.clear();
-            self.out.extend_from_slice(CONTINUE);
-            self.send_out().await?;
-        }
+        self.send_continue(x).await?;
         // The head leaves with the first body bytes (the relay flushes
         // before it waits on the client); `uhead` stays intact.
         self.out.extend_from_slice(&self.uhead);
@@ -211,7 +195,7 @@ impl Session {
             srcbuf: &mut self.cbuf,
             dst: w,
             out: &mut self.out,
-            watch: worker.watchdog.watch(self.watch_slot),
+            watch: worker.watchdog.watch(self.req.watch),
             read_timeout: config.timeouts.client_body,
             write_timeout: config.timeouts.upstream_send,
             max_bytes: config.limits.max_body_bytes,
@@ -243,8 +227,10 @@ impl Session {
             Ok(_) => Ok(Sent::Whole),
             // The server closed, maybe right after answering: what it said
             // is in `ubuf`, or one read away.
-            Err(RelayError::DstIo) if !reused => self.answered_anyway(r, relay_error(RelayError::DstIo, reused)).await,
-            Err(e) => Err(relay_error(e, reused)),
+            Err(RelayError::DstIo) if !reused => {
+                self.answered_anyway(r, ProxyError::from_request_relay(RelayError::DstIo, reused)).await
+            }
+            Err(e) => Err(ProxyError::from_request_relay(e, reused)),
         }
     }
 
@@ -257,7 +243,7 @@ impl Session {
     async fn answered_anyway<S: AsyncReadRent>(&mut self, up: &mut S, e: ProxyError) -> Result<Sent, ProxyError> {
         if self.ubuf.is_empty() {
             let worker = Rc::clone(&self.worker);
-            let watch = worker.watchdog.watch(self.watch_slot);
+            let watch = worker.watchdog.watch(self.req.watch);
             match watch.limit(self.config.timeouts.upstream_response, self.ubuf.fill(up)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Err(e),

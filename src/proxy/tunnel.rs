@@ -7,7 +7,6 @@ use monoio::io::{AsyncWriteRent, CancelHandle, Canceller, OwnedReadHalf, OwnedWr
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Relays between `client` and `upstream`. `cbuf`/`ubuf` may already hold
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 pub async fn run(client: TcpStream, cbuf: ConnBuf, upstream: TcpStream, ubuf: ConnBuf, idle: Duration) {
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
-    let last = Rc::new(Cell::new(Instant::now()));
+    let last = Cell::new(Instant::now());
     let canceller = Canceller::new();
     let to_upstream = pump(cr, uw, cbuf, canceller.handle(), &last, idle);
     let to_client = pump(ur, cw, ubuf, canceller.handle(), &last, idle);

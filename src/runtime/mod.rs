@@ -20,7 +20,7 @@ pub use control::{Command, Control, ReloadError};
 pub use idle::IdleExpiry;
 pub use listener::{bind_group, bind_reuseport, check_free, open_group};
 pub use reload::Reloaded;
-pub use watchdog::{Elapsed, Watch, Watchdog};
+pub use watchdog::{Elapsed, Watch, WatchSlot, Watchdog};
 pub use worker::{Snapshot, Worker, HOT_WINDOW_MS};
 
 use std::io;

@@ -38,22 +38,37 @@ pub struct Watchdog {
     due: RefCell<Vec<Waker>>,
 }
 
+/// One request's slot in the watchdog, from `enter` until `leave`. Holds
+/// the slab key plus one, so an `Option<WatchSlot>` is one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSlot(std::num::NonZeroUsize);
+
+impl WatchSlot {
+    fn key(self) -> usize {
+        self.0.get() - 1
+    }
+}
+
 impl Watchdog {
     /// A slot for one request; `leave` gives it back.
-    pub fn enter(&self) -> usize {
-        self.slots.borrow_mut().insert(Slot { deadline: u64::MAX, fired: false, waker: None })
+    pub fn enter(&self) -> WatchSlot {
+        let key = self.slots.borrow_mut().insert(Slot { deadline: u64::MAX, fired: false, waker: None });
+        WatchSlot(std::num::NonZeroUsize::MIN.saturating_add(key))
     }
 
-    pub fn leave(&self, key: usize) {
+    pub fn leave(&self, slot: WatchSlot) {
         let mut slots = self.slots.borrow_mut();
-        if slots.contains(key) {
-            slots.remove(key);
+        if slots.contains(slot.key()) {
+            slots.remove(slot.key());
         }
     }
 
-    /// The handle that times the operations of the request in slot `key`.
-    pub fn watch(&self, key: usize) -> Watch<'_> {
-        Watch { dog: self, key }
+    /// The handle that times the operations of the request in `slot`;
+    /// `None` (no request in flight) times nothing, which is a bug that
+    /// debug builds report.
+    pub fn watch(&self, slot: Option<WatchSlot>) -> Watch<'_> {
+        debug_assert!(slot.is_some(), "a timed operation outside a request");
+        Watch { dog: self, key: slot.map_or(usize::MAX, WatchSlot::key) }
     }
 
     /// Fires the slots that are due at `now_ms` on the coarse clock.
@@ -176,19 +191,19 @@ mod tests {
         })
     }
 
-    fn deadline(dog: &Watchdog, key: usize) -> u64 {
-        dog.slots.borrow()[key].deadline
+    fn deadline(dog: &Watchdog, key: WatchSlot) -> u64 {
+        dog.slots.borrow()[key.key()].deadline
     }
 
     #[monoio::test(timer_enabled = true)]
     async fn an_operation_that_finishes_in_time_is_not_cut() {
         let dog = Watchdog::default();
         let key = dog.enter();
-        let r = dog.watch(key).limit(Duration::from_millis(10), pending_once()).await;
+        let r = dog.watch(Some(key)).limit(Duration::from_millis(10), pending_once()).await;
         assert_eq!(r, Ok(1));
         assert_eq!(deadline(&dog, key), u64::MAX, "a finished operation leaves no deadline");
         dog.tick(u64::MAX - 1);
-        assert!(!dog.slots.borrow()[key].fired);
+        assert!(!dog.slots.borrow()[key.key()].fired);
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -197,7 +212,8 @@ mod tests {
         let key = dog.enter();
         let d = Rc::clone(&dog);
         let before = coarse_ms();
-        let op = monoio::spawn(async move { d.watch(key).limit(Duration::from_millis(100), pending::<()>()).await });
+        let op =
+            monoio::spawn(async move { d.watch(Some(key)).limit(Duration::from_millis(100), pending::<()>()).await });
         monoio::time::sleep(Duration::from_millis(1)).await;
         let after = coarse_ms();
         let due = deadline(&dog, key);
@@ -205,7 +221,7 @@ mod tests {
         assert!((before + 100 + slack..=after + 100 + slack).contains(&due), "deadline {due}: clock + limit + slack");
         dog.tick(due - 1);
         monoio::time::sleep(Duration::from_millis(1)).await;
-        assert!(!dog.slots.borrow()[key].fired, "fired before its deadline");
+        assert!(!dog.slots.borrow()[key.key()].fired, "fired before its deadline");
         dog.tick(due);
         assert_eq!(op.await, Err(Elapsed));
         dog.leave(key);
@@ -217,13 +233,13 @@ mod tests {
         let dog = Rc::new(Watchdog::default());
         let key = dog.enter();
         let d = Rc::clone(&dog);
-        let op = monoio::spawn(async move { d.watch(key).limit(Duration::ZERO, pending::<()>()).await });
+        let op = monoio::spawn(async move { d.watch(Some(key)).limit(Duration::ZERO, pending::<()>()).await });
         monoio::time::sleep(Duration::from_millis(1)).await;
         dog.tick(u64::MAX - 1);
         assert_eq!(op.await, Err(Elapsed));
-        assert!(dog.slots.borrow()[key].fired);
+        assert!(dog.slots.borrow()[key.key()].fired);
         // Pending once: a slot still marked fired would end it at once.
-        let r = dog.watch(key).limit(Duration::from_secs(1), pending_once()).await;
+        let r = dog.watch(Some(key)).limit(Duration::from_secs(1), pending_once()).await;
         assert_eq!(r, Ok(1));
     }
 
@@ -231,7 +247,7 @@ mod tests {
     fn dropping_a_pending_operation_clears_its_deadline() {
         let dog = Watchdog::default();
         let key = dog.enter();
-        let mut op = Box::pin(dog.watch(key).limit(Duration::from_secs(1), pending::<()>()));
+        let mut op = Box::pin(dog.watch(Some(key)).limit(Duration::from_secs(1), pending::<()>()));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(op.as_mut().poll(&mut cx).is_pending());
         assert_ne!(deadline(&dog, key), u64::MAX);

@@ -5,12 +5,12 @@
 use super::clock::coarse_ms;
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
-use super::watchdog::Watchdog;
+use super::watchdog::{WatchSlot, Watchdog};
 use super::worker_log::WorkerLog;
 use crate::access_log;
 use crate::config::Config;
 use crate::metrics::{PoolGauge, WorkerMetrics};
-use crate::proxy::Session;
+use crate::proxy::{ClientConn, Session};
 use crate::upstream::{now_ms, UpstreamPools};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
@@ -214,23 +214,32 @@ impl Worker {
     }
 
     /// Counts a request as in flight; returns its watchdog slot.
-    pub fn request_started(&self) -> usize {
+    pub fn request_started(&self) -> WatchSlot {
         self.active.set(self.active.get() + 1);
         self.watchdog.enter()
     }
 
-    pub fn request_finished(&self, watch: usize) {
+    /// Ends what `request_started` began; the slot goes back.
+    pub fn request_finished(&self, watch: WatchSlot) {
         self.active.set(self.active.get().saturating_sub(1));
         self.watchdog.leave(watch);
     }
 
-    /// Counts an upstream connection to server `id` as in use (`+1`) or not.
-    pub fn upstream_in_use(&self, id: usize, in_use: bool) {
+    /// Counts one more upstream connection to server `id` in use (the
+    /// pool gauge's `active`).
+    pub fn upstream_acquired(&self, id: usize) {
         let mut v = self.upstream_in_use.borrow_mut();
         if v.len() <= id {
             v.resize(id + 1, 0);
         }
-        v[id] = if in_use { v[id] + 1 } else { v[id].saturating_sub(1) };
+        v[id] += 1;
+    }
+
+    /// Counts one upstream connection to server `id` no longer in use.
+    pub fn upstream_released(&self, id: usize) {
+        if let Some(n) = self.upstream_in_use.borrow_mut().get_mut(id) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     fn snapshot(&self) -> crate::metrics::WorkerSnapshot {
@@ -349,7 +358,9 @@ async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, 
             Ok((stream, peer)) => {
                 // TCP_NODELAY comes from the listening socket (Linux copies
                 // it to accepted ones), saving a syscall per connection.
-                monoio::spawn(Session::new(Rc::clone(&worker), Arc::clone(&name), stream, peer).run());
+                monoio::spawn(
+                    Session::new(Rc::clone(&worker), Arc::clone(&name), ClientConn::Plain(stream), peer).run(),
+                );
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(e) => {

@@ -2,7 +2,7 @@
 //! connection, send the request, relay the response, and return the
 //! connection to the pool only when the exchange ended cleanly.
 
-use super::body::{Encode, Relay, RelayError};
+use super::body::{Encode, Relay};
 use super::error::ProxyError;
 use super::send::Sent;
 use super::{Exchange, Session};
@@ -66,9 +66,7 @@ impl Session {
         let Some(up) = conn.take() else {
             return Err(ProxyError::UpstreamGone { reused, answered: false });
         };
-        if !self.ubuf.has_storage() {
-            let _ = self.ubuf.switch_to(self.worker.take_buf(self.config.runtime.read_buffer));
-        }
+        super::client::lend_storage(&self.worker, &mut self.ubuf, self.config.runtime.read_buffer);
         let (up, sent) = self.send_request(up, x, reused).await;
         let up = conn.insert(up);
         match sent {
@@ -80,7 +78,7 @@ impl Session {
     /// The response to a request sent whole or answered early.
     async fn receive(&mut self, up: &mut TcpStream, x: Exchange, reused: bool, sent: Sent) -> Result<Done, ProxyError> {
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch_slot);
+        let watch = worker.watchdog.watch(self.req.watch);
         let x = match sent {
             Sent::Whole | Sent::Overlapped => x,
             Sent::Early => {
@@ -88,14 +86,14 @@ impl Session {
                 // connection closes after this response, and lingers first
                 // so the unread bytes do not reset the answer away.
                 self.worker.metrics.borrow_mut().edge.early_responses += 1;
-                self.body_unread = true;
+                self.req.body_unread = true;
                 Exchange { keep_alive: false, ..x }
             }
         };
-        let (body, framing, upstream_close, keep_alive) = self.read_response_head(up, x, reused).await?;
+        let ResponseHead { body, framing, upstream_close, keep_alive } = self.read_response_head(up, x, reused).await?;
         // The head waits in `out` for the relay, which sends it with the
         // first body bytes: committed from here on, no error page can follow.
-        self.response_started = true;
+        self.req.response_started = true;
         if framing == ClientFraming::Switch {
             self.send_out().await?;
             return Ok(Done { upstream_reusable: false, client_keep_alive: false, upgraded: true });
@@ -112,7 +110,7 @@ impl Session {
             write_timeout: self.config.timeouts.client_send,
             max_bytes: None,
         };
-        self.bytes_sent = 0;
+        self.req.bytes_sent = 0;
         let relayed = relay.run(body, enc).await;
         if relayed.is_err() && !self.out.is_empty() {
             // The upstream failed with the head (and maybe some body) still
@@ -120,14 +118,8 @@ impl Session {
             // would had the bytes left earlier.
             let _ = self.send_out().await;
         }
-        let relayed = relayed.map_err(|e| match e {
-            RelayError::SrcIo | RelayError::SrcEof => ProxyError::UpstreamGone { reused, answered: true },
-            RelayError::SrcTimeout => ProxyError::UpstreamTimeout,
-            RelayError::SrcFraming(c) => ProxyError::UpstreamBody(c),
-            RelayError::TooLarge => ProxyError::BadResponse("body too large"),
-            RelayError::DstIo | RelayError::DstTimeout => ProxyError::ClientGone,
-        })?;
-        self.bytes_sent = relayed;
+        let relayed = relayed.map_err(|e| ProxyError::from_response_relay(e, reused))?;
+        self.req.bytes_sent = relayed;
         let upstream_reusable = sent == Sent::Whole && !upstream_close && self.ubuf.is_empty();
         self.ubuf.clear();
         Ok(Done { upstream_reusable, client_keep_alive: keep_alive, upgraded: false })
@@ -135,7 +127,7 @@ impl Session {
 
     pub(super) async fn send_out(&mut self) -> Result<(), ProxyError> {
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch_slot);
+        let watch = worker.watchdog.watch(self.req.watch);
         match watch.limit(self.config.timeouts.client_send, write_out(&mut self.client, &mut self.out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ProxyError::ClientGone),
@@ -154,7 +146,7 @@ impl Session {
         let wait = self.config.timeouts.upstream_response;
         let max = self.config.limits.max_header_bytes;
         let worker = Rc::clone(&self.worker);
-        let watch = worker.watchdog.watch(self.watch_slot);
+        let watch = worker.watchdog.watch(self.req.watch);
         self.scanner.reset();
         loop {
             let head_len = loop {
@@ -205,8 +197,13 @@ impl Session {
                 return Err(ProxyError::BadResponse("101 to a protocol the client did not offer"));
             }
             response::write_client_head(&resp, ClientFraming::None, false, true, &mut self.out);
-            self.status = 101;
-            Some((BodyKind::None, ClientFraming::Switch, true, false))
+            self.req.status = 101;
+            Some(ResponseHead {
+                body: BodyKind::None,
+                framing: ClientFraming::Switch,
+                upstream_close: true,
+                keep_alive: false,
+            })
         } else if resp.is_informational() {
             self.out.clear();
             if !x.http10 {
@@ -214,19 +211,27 @@ impl Session {
             }
             None
         } else {
-            self.status = resp.status;
+            self.req.status = resp.status;
             let framing = client_framing(resp.body, x.http10);
             // Checked now, not at the request head: a stop that began while
             // this request ran makes this the connection's last response.
             let keep_alive = x.keep_alive && framing != ClientFraming::UntilClose && !self.worker.is_shutting_down();
             response::write_client_head(&resp, framing, x.http10, keep_alive, &mut self.out);
-            Some((resp.body, framing, resp.upstream_close, keep_alive))
+            Some(ResponseHead { body: resp.body, framing, upstream_close: resp.upstream_close, keep_alive })
         };
         self.ubuf.consume(head_len);
         Ok(head)
     }
 }
 
-/// The final response head's framing: body, client framing, upstream must
-/// close, client stays open.
-type ResponseHead = (BodyKind, ClientFraming, bool, bool);
+/// What the final response head decided.
+struct ResponseHead {
+    /// How the upstream delimits the body.
+    body: BodyKind,
+    /// How the client receives it (re-chunked, close-delimited, switched).
+    framing: ClientFraming,
+    /// The upstream connection cannot be reused after this response.
+    upstream_close: bool,
+    /// The client connection stays open after it.
+    keep_alive: bool,
+}
