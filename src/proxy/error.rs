@@ -9,7 +9,9 @@ use crate::http::request::RequestError;
 /// Which side of the proxy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// The client: what it sent, or how it read.
     Client,
+    /// The upstream server: connecting, what it answered, or how it read.
     Upstream,
     /// The proxy itself (its configuration changed under the connection).
     Internal,
@@ -69,6 +71,8 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The side whose failure this is (passive health counts only the
+    /// upstream's).
     pub fn side(self) -> Side {
         match self {
             ProxyError::Request(_)
@@ -132,6 +136,7 @@ impl ProxyError {
         }
     }
 
+    /// Whether another attempt may be made (see `Retry`).
     pub fn retry(self) -> Retry {
         match self {
             ProxyError::Connect => Retry::NextServer,

@@ -13,6 +13,7 @@ use std::io::Write;
 /// local answer; a larger declared body closes the connection instead.
 const DRAIN_MAX_BYTES: u64 = 64 * 1024;
 
+/// The reason phrase ringway writes for `status` on its own answers.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -61,6 +62,7 @@ pub fn write_status(status: u16, keep_alive: bool, head_only: bool, out: &mut Ve
     body_len as u64
 }
 
+/// The interim answer to `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 impl Session {
