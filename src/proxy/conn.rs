@@ -36,14 +36,6 @@ impl ClientConn {
             ClientConn::Plain(s) => peek_one(s),
         }
     }
-
-    /// The TCP stream under the connection, for the byte tunnel after a
-    /// `101` (a TLS variant will tunnel through its own stream instead).
-    pub fn into_tcp(self) -> TcpStream {
-        match self {
-            ClientConn::Plain(s) => s,
-        }
-    }
 }
 
 impl AsyncReadRent for ClientConn {

@@ -238,8 +238,7 @@ impl Session {
                     self.worker.metrics.borrow_mut().connection_closed(&self.listener);
                     self.worker.connection_closed();
                     let Session { client, cbuf, ubuf, config, .. } = self;
-                    return Box::pin(tunnel::run(client.into_tcp(), cbuf, upstream, ubuf, config.timeouts.tunnel_idle))
-                        .await;
+                    return Box::pin(tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle)).await;
                 }
             }
         }

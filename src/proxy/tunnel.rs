@@ -2,6 +2,7 @@
 //! after the 101, bytes flow both ways unchanged until a side closes or
 //! neither side has sent anything for `tunnel_idle`.
 
+use super::conn::ClientConn;
 use crate::io_buf::ConnBuf;
 use monoio::io::{AsyncWriteRent, CancelHandle, Canceller, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Relays between `client` and `upstream`. `cbuf`/`ubuf` may already hold
 /// bytes each side sent before the switch; they go first.
-pub async fn run(client: TcpStream, cbuf: ConnBuf, upstream: TcpStream, ubuf: ConnBuf, idle: Duration) {
-    let (cr, cw) = client.into_split();
+pub async fn run(client: ClientConn, cbuf: ConnBuf, upstream: TcpStream, ubuf: ConnBuf, idle: Duration) {
+    // Each variant splits its own way (a TLS stream will need its own halves).
+    let (cr, cw) = match client {
+        ClientConn::Plain(s) => s.into_split(),
+    };
     let (ur, uw) = upstream.into_split();
     let last = Cell::new(Instant::now());
     let canceller = Canceller::new();
