@@ -4,14 +4,23 @@
 //! forwards over `upstream` pools. `config` turns the TOML file into the
 //! typed snapshot all of them read.
 
+// Denied here rather than in Cargo.toml's [lints] (see there). The few
+// items that need `unsafe` allow it, each saying why.
+#![deny(unsafe_code)]
+
 pub mod access_log;
 pub mod admin;
-pub mod backend;
 pub mod config;
+pub mod demo_backend;
 pub mod http;
 pub mod io_buf;
 pub mod logging;
 pub mod metrics;
+// `missing_docs`: src/proxy/ is being restructured, and its public items
+// are documented as part of that; the allow goes then. `unsafe_code`:
+// `proxy::client` borrows the client socket's raw fd for a non-blocking
+// peek (monoio streams do not implement `AsFd`).
+#[allow(missing_docs, unsafe_code)]
 pub mod proxy;
 pub mod router;
 pub mod runtime;
