@@ -10,6 +10,10 @@
 //! taken back to back, and see docs/benchmarking.md ("Where the time goes")
 //! for instruction counts of the whole request path.
 
+// A bench has no API to document; `criterion_group!` defines a `pub fn`
+// that cannot take a doc comment.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringway::config::{Config, HttpPolicy, Route, MAX_HEADERS_CEILING};
 use ringway::http::chunked::{ChunkStep, ChunkedDecoder};

@@ -185,18 +185,28 @@ pub fn shutdown() {
 
 /// What one request contributes to its log line.
 pub struct Entry<'a> {
+    /// The client's address.
     pub client: SocketAddr,
     /// Empty when not known: a request refused before its method (or
     /// target) was complete. Logged as `-` (combined) or `null` (JSON).
     pub method: &'a [u8],
+    /// The request target as sent (path and query); empty when not known.
     pub target: &'a [u8],
+    /// An HTTP/1.0 request (else HTTP/1.1).
     pub http10: bool,
+    /// The status sent, or 499 when the client left before one was.
     pub status: u16,
+    /// Response body bytes sent to the client.
     pub bytes: u64,
+    /// From the request's first byte to the end of its answer.
     pub duration: Duration,
+    /// The server that answered; `None` for a local answer.
     pub upstream: Option<SocketAddr>,
+    /// The route prefix that matched, or `-`.
     pub route: &'a str,
+    /// The `Referer` field; empty when absent.
     pub referer: &'a [u8],
+    /// The `User-Agent` field; empty when absent.
     pub user_agent: &'a [u8],
 }
 

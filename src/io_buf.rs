@@ -8,6 +8,8 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use std::io;
 
+/// A connection's read buffer: unread bytes at the front, room to read into
+/// at the back; see the module doc.
 #[derive(Debug, Default)]
 pub struct ConnBuf {
     buf: Vec<u8>,
@@ -17,22 +19,28 @@ pub struct ConnBuf {
 }
 
 impl ConnBuf {
+    /// Empty, with `capacity` bytes allocated; it grows up to `max`.
     pub fn new(capacity: usize, max: usize) -> Self {
         ConnBuf { buf: Vec::with_capacity(capacity), start: 0, max: max.max(capacity) }
     }
 
+    /// The bytes read and not yet consumed.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
+    /// How many bytes `data` holds.
     pub fn len(&self) -> usize {
         self.buf.len() - self.start
     }
 
+    /// Whether every byte read was consumed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Drops the first `n` unread bytes (all of them if fewer); once
+    /// none are left the buffer starts over at its front.
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.buf.len());
         if self.start == self.buf.len() {

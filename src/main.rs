@@ -1,6 +1,8 @@
 //! The `ringway` command line: run the proxy, check a config, run the demo,
 //! or run one demo backend.
 
+#![deny(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use ringway::config::Config;
 use ringway::runtime::handover::{self, Inherited};
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
         Some(Command::Demo { config }) => demo(config),
         Some(Command::Backend { port, bind, threads, app_id }) => {
             ringway::logging::init(None);
-            match ringway::backend::start(SocketAddr::new(bind, port), threads, app_id) {
+            match ringway::demo_backend::start(SocketAddr::new(bind, port), threads, app_id) {
                 Ok((addr, handles)) => {
                     println!("ringway backend listening on {addr}");
                     let _ = std::io::stdout().flush();
@@ -303,7 +305,7 @@ fn demo(given: Option<PathBuf>) -> ExitCode {
     ringway::logging::init(config.runtime.log_level.as_deref());
     let mut backends = Vec::new();
     for addr in config.servers.iter().map(|s| s.addr).filter(|a| a.ip().is_loopback()) {
-        match ringway::backend::start(addr, 1, None) {
+        match ringway::demo_backend::start(addr, 1, None) {
             // The backend threads run until the process exits.
             Ok(_) => backends.push(addr),
             Err(e) => {

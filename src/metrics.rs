@@ -10,7 +10,9 @@ use std::sync::Arc;
 /// Labels of a route, shared by every request that matched it.
 #[derive(Debug)]
 pub struct RouteLabels {
+    /// The listener name.
     pub listener: Arc<str>,
+    /// The route prefix, or "-" when no route matched.
     pub route: Arc<str>,
     /// The upstream name, or "-" for a local answer.
     pub upstream: Arc<str>,
@@ -19,14 +21,20 @@ pub struct RouteLabels {
 /// How one attempt on an upstream server ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
+    /// The server did its part: its response was relayed (or the client failed).
     Success,
+    /// The connection could not be made.
     ConnectError,
+    /// `upstream_response` or `upstream_send` passed.
     Timeout,
+    /// The server closed or reset the connection before the response ended.
     Reset,
+    /// The server sent an invalid response head or body.
     BadResponse,
 }
 
 impl Outcome {
+    /// The `outcome` label value.
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -131,25 +139,31 @@ impl Default for WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// Counts a finished request under its route and status, and records
+    /// its latency.
     pub fn request(&mut self, labels: &Arc<RouteLabels>, code: u16, micros: u64) {
         let key = (Arc::as_ptr(labels) as usize, code);
         self.requests.entry(key).or_insert_with(|| (Arc::clone(labels), 0)).1 += 1;
         let _ = self.latency.record(micros.clamp(1, LATENCY_MAX_US));
     }
 
+    /// Counts one attempt on a server of `upstream` by how it ended.
     pub fn upstream(&mut self, upstream: &Arc<str>, server_id: usize, addr: std::net::SocketAddr, outcome: Outcome) {
         let key = (Arc::as_ptr(upstream) as *const u8 as usize, server_id, outcome);
         self.upstream.entry(key).or_insert_with(|| (Arc::clone(upstream), addr, 0)).2 += 1;
     }
 
+    /// Counts a new connection to a server (one not taken from the pool).
     pub fn connect(&mut self, server_id: usize, addr: std::net::SocketAddr) {
         self.connects.entry(server_id).or_insert((addr, 0)).1 += 1;
     }
 
+    /// One more open client connection on `listener`.
     pub fn connection_opened(&mut self, listener: &Arc<str>) {
         *self.open_connections(listener) += 1;
     }
 
+    /// One fewer open client connection on `listener`.
     pub fn connection_closed(&mut self, listener: &Arc<str>) {
         *self.open_connections(listener) -= 1;
     }
@@ -159,10 +173,12 @@ impl WorkerMetrics {
         &mut self.connections.entry(key).or_insert_with(|| (Arc::clone(listener), 0)).1
     }
 
+    /// Counts an attempt after the first one of a request.
     pub fn retry(&mut self) {
         self.retries += 1;
     }
 
+    /// A copy of the counters, with the worker's pool gauges, for a scrape.
     pub fn snapshot(&self, pools: Vec<PoolGauge>) -> WorkerSnapshot {
         WorkerSnapshot {
             requests: self.requests.iter().map(|(&(_, code), (l, n))| (Arc::clone(l), code, *n)).collect(),
@@ -180,26 +196,39 @@ impl WorkerMetrics {
 /// Idle and active upstream connections of one worker to one server.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolGauge {
+    /// The server.
     pub addr: std::net::SocketAddr,
+    /// Idle connections in the pool.
     pub idle: usize,
+    /// Connections carrying a request.
     pub active: usize,
 }
 
 /// A copy of one worker's counters, sent to the admin thread.
 pub struct WorkerSnapshot {
+    /// Requests by route and status.
     pub requests: Vec<(Arc<RouteLabels>, u16, u64)>,
+    /// Request latency in microseconds.
     pub latency: Histogram<u64>,
+    /// Attempts by upstream, server and outcome.
     pub upstream: Vec<(Arc<str>, std::net::SocketAddr, Outcome, u64)>,
+    /// New upstream connections by server.
     pub connects: Vec<(std::net::SocketAddr, u64)>,
+    /// Open client connections by listener.
     pub connections: Vec<(Arc<str>, i64)>,
+    /// Attempts after the first.
     pub retries: u64,
+    /// What the edge checks refused or changed.
     pub edge: EdgeCounts,
+    /// Pooled connections by server.
     pub pools: Vec<PoolGauge>,
 }
 
 /// Process-wide figures that are not per worker.
 pub struct Globals<'a> {
+    /// Reloads applied.
     pub reloads_ok: u64,
+    /// Reloads refused.
     pub reloads_failed: u64,
     /// `(upstream, server, healthy)` for every server of the running config.
     pub health: &'a [(Arc<str>, std::net::SocketAddr, bool)],
@@ -340,53 +369,4 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(route: &str) -> Arc<RouteLabels> {
-        Arc::new(RouteLabels { listener: "public".into(), route: route.into(), upstream: "all".into() })
-    }
-
-    #[test]
-    fn counters_merge_across_workers() {
-        let l = labels("/");
-        let mut a = WorkerMetrics::default();
-        let mut b = WorkerMetrics::default();
-        a.request(&l, 200, 150);
-        a.request(&l, 200, 90_000);
-        b.request(&l, 200, 300);
-        b.request(&labels("/app1"), 404, 10);
-        b.retry();
-        let up: Arc<str> = "all".into();
-        let addr = "127.0.0.1:1".parse().expect("addr");
-        a.upstream(&up, 0, addr, Outcome::Success);
-        b.upstream(&up, 0, addr, Outcome::Success);
-        a.connect(0, addr);
-        let health = [(up.clone(), addr, true)];
-        let text = render(
-            &[a.snapshot(vec![]), b.snapshot(vec![PoolGauge { addr, idle: 2, active: 0 }])],
-            &Globals { reloads_ok: 1, reloads_failed: 0, health: &health },
-        );
-        assert!(
-            text.contains("ringway_requests_total{listener=\"public\",route=\"/\",upstream=\"all\",code=\"200\"} 3\n"),
-            "{text}"
-        );
-        assert!(text.contains("route=\"/app1\",upstream=\"all\",code=\"404\"} 1\n"));
-        assert!(text.contains("ringway_request_duration_seconds_count 4\n"));
-        assert!(text.contains("ringway_request_duration_seconds_bucket{le=\"0.0005\"} 3\n"), "{text}");
-        assert!(text.contains("ringway_request_duration_seconds_bucket{le=\"+Inf\"} 4\n"));
-        assert!(text.contains(
-            "ringway_upstream_requests_total{upstream=\"all\",server=\"127.0.0.1:1\",outcome=\"success\"} 2\n"
-        ));
-        assert!(text.contains("ringway_upstream_connects_total{server=\"127.0.0.1:1\"} 1\n"));
-        assert!(text.contains("state=\"idle\"} 2\n"));
-        assert!(text.contains("ringway_retries_total 1\n"));
-        assert!(text.contains("ringway_config_reloads_total{result=\"success\"} 1\n"));
-        assert!(text.contains("ringway_upstream_health{upstream=\"all\",server=\"127.0.0.1:1\"} 1\n"));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(esc("a\"b\\c"), "a\\\"b\\\\c");
-    }
-}
+mod tests;

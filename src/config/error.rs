@@ -7,12 +7,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+/// Why a config was refused, and where: `FILE:LINE:COL: key KEY: MESSAGE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file.
     pub file: PathBuf,
     /// 1-based line and column, when the error has a place in the text.
     pub line: Option<(usize, usize)>,
+    /// The dotted key at fault (`upstreams.a.servers`), when known.
     pub key: Option<String>,
+    /// What is wrong, in plain words.
     pub message: String,
 }
 

@@ -39,12 +39,15 @@ pub enum PathParams {
     Refuse,
 }
 
+/// `[http]`: what the proxy lets through at the edge.
 #[derive(Debug, Clone)]
 pub struct HttpPolicy {
     /// Lower-case protocol names whose `Upgrade` is forwarded; any other
     /// offered protocol is removed from the request.
     pub upgrades: Vec<Box<[u8]>>,
+    /// What happens to request fields with `_` in their name.
     pub underscores: Underscores,
+    /// Whether `;` path parameters are matched around or refused.
     pub path_params: PathParams,
 }
 

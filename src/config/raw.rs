@@ -1,6 +1,6 @@
 //! The configuration file as written: serde structures that mirror the TOML
 //! one to one, with spans kept where a later check must point at a line.
-//! Nothing here is validated beyond TOML types; `config::load` does that.
+//! Nothing here is validated beyond TOML types; `Config::load` (through `Config::parse`) does that.
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;

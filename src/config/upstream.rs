@@ -2,7 +2,7 @@
 //! retries, health checks and pooling, with their defaults.
 
 use super::raw::{RawHealthCheck, RawServer, RawUpstream};
-use super::{Builder, ConfigError, DEFAULT_KEEPALIVE};
+use super::{Builder, ConfigError};
 use crate::upstream::{
     member_state, server_state, Balance, HashKey, HealthCheck, PassiveHealth, Policy, Server, ServerState, Upstream,
 };
@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
+/// Idle pooled connections kept per backend per worker.
+pub const DEFAULT_KEEPALIVE: usize = 32;
 /// Attempts per request (capped by the number of servers).
 pub const DEFAULT_TRIES: usize = 3;
 /// No new attempt for a request starts after this long.
@@ -24,9 +26,13 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request waits when every server is at `max_conns`.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time between two active health checks of a server.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one active check may take before it counts as failed.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive passed checks that bring a server back.
 pub const DEFAULT_HEALTH_RISE: u32 = 2;
+/// Consecutive failed checks that take a server out.
 pub const DEFAULT_HEALTH_FALL: u32 = 2;
 /// Largest server weight (the smooth sequence has sum(weights) entries).
 pub const MAX_WEIGHT: u32 = 1000;
@@ -107,18 +113,18 @@ impl Builder<'_> {
         }
         let spanned = Spanned::new(s.span(), text.to_owned());
         let addr: SocketAddr = self.socket_addr(&spanned, key, owner)?;
+        let state = server_state(addr);
         Ok(Server {
-            id: 0,
+            id: state.id,
             addr,
-            state: server_state(addr),
+            state,
             member: member_state(upstream, addr),
             weight,
             backup,
             max_conns,
             name: text.into(),
             is_hostname: text.parse::<SocketAddr>().is_err(),
-        }
-        .with_id())
+        })
     }
 
     fn balance(&self, up: &RawUpstream, key: &str) -> Result<Balance, ConfigError> {

@@ -21,6 +21,7 @@ pub struct HeadScanner {
 }
 
 impl HeadScanner {
+    /// Starts over for the next head, whose first byte is at the start of the buffer.
     pub fn reset(&mut self) {
         self.scanned = 0;
     }
@@ -41,7 +42,9 @@ impl HeadScanner {
             }
             i = lf + 1;
         }
-        // A CR at the very end may be the start of the terminator: rescan it.
+        // Nothing before `buf.len()` is looked at again: the terminator is
+        // recognised at its final LF by looking back three bytes, so a CR
+        // (or CRLF CR) at the very end is found once that LF arrives.
         self.scanned = buf.len();
         if buf.len() > max {
             return Err(HeadError::TooLarge);

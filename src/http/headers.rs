@@ -32,6 +32,14 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// Appends `name: value` CRLF, the value trimmed of surrounding whitespace.
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(trim_ows(value));
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Strips optional whitespace (SP / HTAB) at both ends.
 pub fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
@@ -75,12 +83,15 @@ pub const MAX_CONNECTION_NAMES: usize = 16;
 /// What a `Connection` header said, plus the extra field names it lists.
 #[derive(Debug, Default)]
 pub struct ConnectionOptions<'a> {
+    /// The `close` option.
     pub close: bool,
+    /// The `keep-alive` option.
     pub keep_alive: bool,
     /// The `upgrade` option: the sender offers to switch protocols.
     pub upgrade: bool,
     /// Field names listed as hop-by-hop; beyond the cap the message is refused.
     pub named: [&'a [u8]; MAX_CONNECTION_NAMES],
+    /// How many of `named` are filled.
     pub named_len: usize,
 }
 

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+/// Why a request path cannot be normalized (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
     /// Does not start with '/' (empty, asterisk-form, absolute-form, ...).

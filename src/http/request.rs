@@ -2,27 +2,39 @@
 //! head written to the upstream. Header names and values stay slices of the
 //! client's read buffer; the only copy is the re-serialized output head.
 
-use super::headers::{list_items, parse_content_length, push_decimal, trim_ows, ConnectionOptions};
+use super::headers::{list_items, parse_content_length, trim_ows, ConnectionOptions};
 use super::path::is_pchar_raw;
 use super::BodyKind;
 use crate::config::{HttpPolicy, Limits, Underscores};
 use std::mem::MaybeUninit;
 
+mod upstream_head;
+pub use upstream_head::write_upstream_head;
+
 /// Why a request was refused; each maps to one status, and the client
 /// connection is closed after the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
+    /// 400, with the reason for the log.
     BadRequest(&'static str),
+    /// 414: the target is longer than `max_target_bytes`.
     TargetTooLong,
+    /// 431: the head is larger than `max_header_bytes`.
     HeadTooLarge,
+    /// 431: more fields than `max_headers`.
     TooManyHeaders,
+    /// 413: the declared body is larger than `max_body_bytes`.
     BodyTooLarge,
+    /// 505: neither HTTP/1.1 nor HTTP/1.0.
     VersionNotSupported,
+    /// 501 (a transfer coding other than chunked, an overlong method), with the reason.
     NotImplemented(&'static str),
+    /// 417: an `Expect` other than `100-continue`.
     ExpectationFailed,
 }
 
 impl RequestError {
+    /// The status the client is answered with.
     pub fn status(self) -> u16 {
         match self {
             RequestError::BadRequest(_) => 400,
@@ -39,13 +51,21 @@ impl RequestError {
 /// Methods the proxy treats specially; anything else passes through as a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `HEAD`: the response has no body, whatever it declares.
     Head,
+    /// `POST`.
     Post,
+    /// `PUT`.
     Put,
+    /// `DELETE`.
     Delete,
+    /// `OPTIONS`.
     Options,
+    /// `TRACE`.
     Trace,
+    /// Any other token, forwarded as sent (`CONNECT` is refused with 501).
     Other,
 }
 
@@ -73,7 +93,9 @@ impl Method {
 /// A validated request head, borrowing from the read buffer.
 #[derive(Debug)]
 pub struct Request<'b, 'h> {
+    /// The method, for the cases the proxy treats specially.
     pub method: Method,
+    /// The method as sent, forwarded unchanged.
     pub method_token: &'b str,
     /// The path as sent (before normalization), without the query.
     pub path: &'b [u8],
@@ -81,10 +103,13 @@ pub struct Request<'b, 'h> {
     pub query: &'b [u8],
     /// Host for the upstream: the absolute-form authority or the Host field.
     pub host: &'b [u8],
+    /// HTTP/1.0 (else HTTP/1.1).
     pub http10: bool,
+    /// How the request body is framed.
     pub body: BodyKind,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
     /// The `Upgrade` value, when `Connection: upgrade` came with it and it
     /// offers at least one protocol `[http] upgrades` allows (the others
@@ -92,8 +117,11 @@ pub struct Request<'b, 'h> {
     pub upgrade: Option<&'b [u8]>,
     /// Fields whose name contains `_` (see `Underscores`).
     pub underscored: usize,
+    /// The `Connection` options and the fields it names.
     pub connection: ConnectionOptions<'b>,
+    /// Every field, in order, as parsed.
     pub headers: &'h [httparse::Header<'b>],
+    /// Bytes of the head, CRLF CRLF included.
     pub head_len: usize,
 }
 
@@ -335,94 +363,6 @@ fn version_error(buf: &[u8]) -> RequestError {
     } else {
         RequestError::BadRequest("malformed request line")
     }
-}
-
-/// Writes the head the upstream receives: canonical start line with the
-/// routed `path`, the client's end-to-end fields in order, forwarding
-/// fields, and exactly one framing field. Returns how many fields were
-/// dropped for a `_` in their name (`[http] underscores_in_headers`).
-/// `client` is the client's address as text (formatted once per connection).
-pub fn write_upstream_head(
-    req: &Request<'_, '_>,
-    path: &[u8],
-    client: &[u8],
-    policy: &HttpPolicy,
-    out: &mut Vec<u8>,
-) -> usize {
-    out.clear();
-    out.extend_from_slice(req.method_token.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path);
-    out.extend_from_slice(req.query);
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(req.host);
-    out.extend_from_slice(b"\r\n");
-    let mut forwarded_for = false;
-    let drop_underscored = req.underscored > 0 && policy.underscores == Underscores::Drop;
-    let mut dropped = 0;
-    for h in req.headers {
-        let name = h.name.as_bytes();
-        if drop_underscored && name.contains(&b'_') {
-            dropped += 1;
-            continue;
-        }
-        if req.connection.drops(name)
-            || name.eq_ignore_ascii_case(b"host")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-for")
-        {
-            continue;
-        }
-        push_field(out, name, h.value);
-    }
-    // One X-Forwarded-For: the client's list (in order) plus the client.
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
-        let v = trim_ows(h.value);
-        if !v.is_empty() {
-            if forwarded_for {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(v);
-            forwarded_for = true;
-        }
-    }
-    if forwarded_for {
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(client);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(offer) = req.upgrade {
-        // Only the protocols `[http] upgrades` allows; `parse` made sure
-        // there is at least one.
-        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-        for (i, p) in list_items(offer).filter(|p| policy.allows_upgrade(p)).enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(p);
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    match req.body {
-        BodyKind::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            push_decimal(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        BodyKind::None | BodyKind::UntilClose => {}
-    }
-    out.extend_from_slice(b"\r\n");
-    dropped
-}
-
-pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(trim_ows(value));
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

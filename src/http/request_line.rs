@@ -48,6 +48,7 @@ pub struct LineSoFar {
 }
 
 impl RequestLineCheck {
+    /// Starts over for the next request line.
     pub fn reset(&mut self) {
         *self = RequestLineCheck::default();
     }

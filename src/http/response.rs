@@ -2,8 +2,7 @@
 //! upstream connection is discarded) and the head written to the client,
 //! re-framed for the client's HTTP version.
 
-use super::headers::{list_items, parse_content_length, push_decimal, ConnectionOptions};
-use super::request::push_field;
+use super::headers::{list_items, parse_content_length, push_decimal, push_field, ConnectionOptions};
 use super::BodyKind;
 use std::mem::MaybeUninit;
 
@@ -11,10 +10,14 @@ use std::mem::MaybeUninit;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadResponse(pub &'static str);
 
+/// A validated upstream response head, borrowing from the read buffer.
 #[derive(Debug)]
 pub struct Response<'b, 'h> {
+    /// The status code (100 to 599).
     pub status: u16,
+    /// The reason phrase as sent (possibly empty).
     pub reason: &'b str,
+    /// How the response body is framed (none for HEAD, 1xx, 204 and 304).
     pub body: BodyKind,
     /// The upstream will close (or must be closed) after this response.
     pub upstream_close: bool,
@@ -22,8 +25,11 @@ pub struct Response<'b, 'h> {
     pub length: Option<u64>,
     /// The `Upgrade` field (meaningful on a 101).
     pub upgrade: Option<&'b [u8]>,
+    /// The `Connection` options and the fields it names.
     pub connection: ConnectionOptions<'b>,
+    /// Every field, in order, as parsed.
     pub headers: &'h [httparse::Header<'b>],
+    /// Bytes of the head, CRLF CRLF included.
     pub head_len: usize,
 }
 
@@ -102,8 +108,11 @@ pub fn parse<'b, 'h>(
 /// How the client will receive the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFraming {
+    /// No body.
     None,
+    /// `Content-Length` bytes.
     Length(u64),
+    /// Chunked, re-encoded by the proxy.
     Chunked,
     /// Close-delimited: only for HTTP/1.0 clients.
     UntilClose,

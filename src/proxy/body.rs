@@ -8,7 +8,9 @@
 //! small response costs one write, not two; `out` is always flushed before
 //! the relay waits on a read, so nothing sits unsent while the source is slow.
 
-use crate::http::chunked::{write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK};
+use crate::http::chunked::{
+    write_chunk_header, ChunkError, ChunkStep, ChunkedDecoder, LAST_CHUNK, MAX_CHUNK_EXTENSION_BYTES, MAX_TRAILER_BYTES,
+};
 use crate::http::BodyKind;
 use crate::io_buf::{write_out, ConnBuf};
 use crate::runtime::Watch;
@@ -20,10 +22,6 @@ const OUT_FLUSH_BYTES: usize = 32 * 1024;
 /// Largest buffered body slice copied behind a pending head so both leave in
 /// one write; a bigger one costs more to copy than a second write does.
 const COALESCE_MAX_BYTES: usize = 16 * 1024;
-/// Cap on chunk-extension bytes per chunk-size line.
-pub const MAX_CHUNK_EXTENSION_BYTES: usize = 4096;
-/// Cap on the trailer section, which is read and dropped.
-pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// How the body leaves the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use super::{Exchange, Session, KEEP_SCRATCH_BYTES, LINGER};
 use crate::http::head::{leading_empty_lines, HeadError};
 use crate::http::request::RequestError;
 use crate::io_buf::ConnBuf;
+use crate::runtime::clock::precise_ms;
 use crate::runtime::Worker;
 use crate::runtime::{IdleExpiry, HOT_WINDOW_MS};
-use crate::upstream::now_ms;
 use monoio::io::{AsyncWriteRent, Canceller};
 use monoio::time::timeout;
 use std::rc::Rc;
@@ -126,7 +126,7 @@ impl Session {
                     // worker's idle wheel (which the worker fires at a
                     // graceful stop).
                     self.shrink_for_idle();
-                    let since = now_ms();
+                    let since = precise_ms();
                     let readable = if stopping {
                         // Accepted but not yet asked anything (or asked,
                         // per the peek): its request is on its way, which
@@ -149,7 +149,7 @@ impl Session {
                         return Ok(None);
                     }
                     // A client that came back quickly is likely to again.
-                    self.hot = now_ms().saturating_sub(since) < HOT_WINDOW_MS;
+                    self.hot = precise_ms().saturating_sub(since) < HOT_WINDOW_MS;
                     lend_storage(&self.worker, &mut self.cbuf, self.config.runtime.read_buffer);
                     self.cbuf.fill(&mut self.client).await
                 }

@@ -96,6 +96,9 @@ impl AsyncWriteRent for ClientConn {
     }
 }
 
+// `proxy::conn` borrows the client socket's raw fd for a non-blocking peek
+// (monoio streams do not implement `AsFd`).
+#[allow(unsafe_code)]
 fn peek_one(stream: &TcpStream) -> bool {
     // SAFETY: the fd belongs to `stream`, which outlives this borrow; monoio
     // streams do not implement `AsFd`, so we borrow the raw fd for the call.

@@ -20,6 +20,7 @@ pub enum Side {
 /// Whether another attempt may be made for the same request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
+    /// Never: the failure may have reached the server, or is the client's.
     No,
     /// Nothing reached the upstream: any method may go to the next server.
     NextServer,
@@ -33,6 +34,8 @@ pub enum Retry {
     IfReplayableOnTimeout,
 }
 
+/// Why a request failed: one variant per cause, each with one side, one
+/// status and one retry decision (the methods below).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
     /// The request head was refused.
@@ -59,7 +62,12 @@ pub enum ProxyError {
     UpstreamSendTimeout,
     /// The upstream closed or reset; `reused` says the connection came
     /// from the pool, `answered` whether any response byte had arrived.
-    UpstreamGone { reused: bool, answered: bool },
+    UpstreamGone {
+        /// The connection came from the pool.
+        reused: bool,
+        /// A response byte had arrived.
+        answered: bool,
+    },
     /// The upstream sent something that is not a valid response.
     BadResponse(&'static str),
     /// The upstream's chunked body was malformed.

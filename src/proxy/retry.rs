@@ -11,7 +11,7 @@ use super::error::{ProxyError, Retry};
 use super::forward::{connect, outcome};
 use super::{Exchange, Next, Session};
 use crate::http::BodyKind;
-use crate::runtime::coarse_ms;
+use crate::runtime::clock::coarse_ms;
 use crate::upstream::{Server, Upstream};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;

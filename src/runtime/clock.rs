@@ -1,13 +1,33 @@
-//! The coarse clock: `CLOCK_MONOTONIC_COARSE` in milliseconds, for
-//! deadlines of seconds (request timeouts, pooled-connection expiry, the
-//! retry budget, the hot-wait window). The kernel updates it on its
-//! scheduler tick and the vDSO reads it without the TSC, so a read costs a
-//! few nanoseconds, against tens for `Instant::now()` on this VM. It lags
-//! the precise clock by up to about two kernel ticks (7.8 ms measured with
-//! 4 ms ticks, right after the thread slept); deadlines add three ticks.
+//! The process's two clocks, both monotonic and in milliseconds. They have
+//! different epochs, so a deadline must be compared only with readings of
+//! the clock it was computed on; each deadline's doc names its clock.
+//!
+//! - `precise_ms`: `Instant` (`CLOCK_MONOTONIC`), milliseconds since the
+//!   first reading in this process; tens of nanoseconds per read here.
+//!   Used for passive health (the failure window, the time a server stays
+//!   out), the idle wheel's seconds and the client's hot-window measurement.
+//! - `coarse_ms`: `CLOCK_MONOTONIC_COARSE`, milliseconds since boot, for
+//!   deadlines of seconds read on every request (request timeouts,
+//!   pooled-connection expiry, the retry budget, the hot-wait window). The
+//!   kernel updates it on its scheduler tick and the vDSO reads it without
+//!   the TSC, so a read costs a few nanoseconds, against tens for
+//!   `Instant::now()` on this VM. It lags the precise clock by up to about
+//!   two kernel ticks (7.8 ms measured with 4 ms ticks, right after the
+//!   thread slept). `coarse_slack_ms` (three ticks) covers that: the
+//!   watchdog adds it to its deadlines so they never end early, the pool
+//!   to its reading so a connection is never reused late.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
+/// Milliseconds on the precise clock: since this process first read it.
+pub fn precise_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+// `unsafe`: libc's clock calls; std reads only CLOCK_MONOTONIC (`Instant`).
+#[allow(unsafe_code)]
 fn read(clock: libc::clockid_t, get: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec for the whole call; the
@@ -21,7 +41,7 @@ fn read(clock: libc::clockid_t, get: unsafe extern "C" fn(libc::clockid_t, *mut 
     secs.saturating_mul(1000).saturating_add(nanos.div_ceil(1_000_000))
 }
 
-/// Milliseconds on the coarse monotonic clock.
+/// Milliseconds on the coarse clock (`CLOCK_MONOTONIC_COARSE`, since boot).
 pub fn coarse_ms() -> u64 {
     read(libc::CLOCK_MONOTONIC_COARSE, libc::clock_gettime)
 }
@@ -38,6 +58,16 @@ pub fn coarse_slack_ms() -> u64 {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_precise_clock_counts_milliseconds() {
+        // Instants around the two readings bound the time between them.
+        let (s0, a) = (Instant::now(), precise_ms());
+        std::thread::sleep(Duration::from_millis(20));
+        let (b, s1) = (precise_ms(), Instant::now());
+        let longest = u64::try_from((s1 - s0).as_millis()).expect("ms");
+        assert!(b - a + 1 >= 20 && b - a <= longest + 1, "precise {} ms against at most {longest} ms", b - a);
+    }
 
     #[test]
     fn the_coarse_clock_follows_the_monotonic_one() {

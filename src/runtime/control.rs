@@ -1,8 +1,10 @@
 //! The control plane shared by all threads: the current config snapshot
 //! (swapped atomically on reload), the shutdown flag, a command channel to
 //! each worker, and the admin listener (which a reload may move). Workers
-//! read the snapshot once per request through a generation number, so the
-//! request path touches one relaxed atomic load.
+//! check for a new snapshot once per request through a generation number,
+//! so the request path touches one atomic load: an `Acquire` load, which on
+//! x86-64 is the same plain load as a relaxed one (see
+//! `Control::generation` for why it must not be relaxed).
 
 use super::handover::Offered;
 use super::listener::{bind_group, check_free};
@@ -20,16 +22,28 @@ use std::sync::{Arc, Mutex};
 /// A message to one worker, handled on its housekeeping tick.
 pub enum Command {
     /// Start accepting on this (already bound) socket for listener `name`.
-    Listen { name: Arc<str>, socket: std::net::TcpListener },
-    /// Stop accepting for listener `name`; its connections carry on.
-    Unlisten { name: Arc<str> },
+    Listen {
+        /// The listener's name.
+        name: Arc<str>,
+        /// This worker's socket of the listener's `SO_REUSEPORT` group.
+        socket: std::net::TcpListener,
+    },
+    /// Stop accepting for listener `name`; its connections carry on (a
+    /// request on one whose listener left the config is answered 503).
+    Unlisten {
+        /// The listener's name.
+        name: Arc<str>,
+    },
     /// Reply with a copy of the worker's counters.
     Scrape(Sender<crate::metrics::WorkerSnapshot>),
 }
 
+/// Why a reload was refused; the running config stays.
 #[derive(Debug)]
 pub enum ReloadError {
+    /// The new file is not a valid config.
     Config(ConfigError),
+    /// A new listener could not be bound.
     Bind(io::Error),
     /// Reload needs a config file; the embedded demo config has none.
     NoFile,
@@ -45,6 +59,7 @@ impl std::fmt::Display for ReloadError {
     }
 }
 
+/// The control plane; see the module doc.
 pub struct Control {
     config: ArcSwap<Config>,
     generation: AtomicU64,
@@ -59,13 +74,17 @@ pub struct Control {
     started_runtime: RuntimeConfig,
     /// The admin listener, which a reload may move (see `reload.rs`).
     pub(super) admin: Mutex<Option<AdminListener>>,
+    /// Reloads applied (`ringway_config_reloads_total{result="ok"}`).
     pub reloads_ok: AtomicU64,
+    /// Reloads refused (`ringway_config_reloads_total{result="failed"}`).
     pub reloads_failed: AtomicU64,
     /// The listening sockets a new instance may take over (`handover`).
     pub offered: Offered,
 }
 
 impl Control {
+    /// The control plane of a process started with `config`, read from
+    /// `path` (`None`: the embedded demo config, which cannot be reloaded).
     pub fn new(config: Config, path: Option<PathBuf>) -> Self {
         Control {
             started_runtime: config.runtime.clone(),
@@ -112,14 +131,22 @@ impl Control {
         Ok(addr)
     }
 
+    /// How many snapshots replaced the first one. Acquire pairs with the
+    /// Release increment in `swap`, which follows the snapshot's store: a
+    /// worker that sees a new generation then loads that snapshot (or a
+    /// newer one). Relaxed would let it load the old snapshot after seeing
+    /// the new number, and keep the old one until the next reload.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Whether a graceful stop has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
 
+    /// Begins a graceful stop: workers stop accepting, finish their requests
+    /// and close idle connections.
     pub fn begin_shutdown(&self) {
         // First, so that no handover starts with sockets about to close.
         self.offered.clear();

@@ -3,6 +3,8 @@
 //! the listener handover (`runtime::handover`); neither std nor socket2
 //! wraps these calls, so this file holds the `unsafe` they need.
 
+#![allow(unsafe_code)]
+
 use socket2::Socket;
 use std::io;
 use std::mem::{size_of, MaybeUninit};

@@ -55,6 +55,8 @@ pub struct Offered {
 type OfferedGroup = (Option<Arc<str>>, SocketAddr, Vec<OwnedFd>);
 
 impl Offered {
+    /// Offers copies of a listener's sockets (`owner` `None`: the admin
+    /// listener's) to a successor.
     pub fn add(&self, owner: Option<&Arc<str>>, addr: SocketAddr, sockets: &[TcpListener]) {
         let fds: io::Result<Vec<OwnedFd>> = sockets.iter().map(|s| s.as_fd().try_clone_to_owned()).collect();
         match fds {
@@ -106,6 +108,7 @@ impl Inherited {
         self.groups.iter().map(|(a, _)| *a)
     }
 
+    /// Whether every socket handed over was taken.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }

@@ -1,8 +1,11 @@
-//! The idle wheel: a worker's coarse timer for keep-alive connections that
-//! wait for their next request. Waits are grouped by the second their
-//! `client_idle` ends; each worker tick fires the buckets that are due (and
-//! a graceful stop fires them all). A waiting connection holds only an
-//! `Rc` and a slab key here — no timer entry, no buffer.
+//! The idle wheel: a worker's low-resolution timer for keep-alive
+//! connections that wait for their next request. Waits are grouped by the
+//! second their `client_idle` ends (on the precise clock,
+//! `clock::precise_ms() / 1000`); each worker tick fires the buckets that
+//! are due (and a graceful stop fires them all). A waiting connection holds
+//! only an `Rc` and a slab key here — no timer entry, no buffer. The hot
+//! wheel is the same structure keyed by periods of the coarse clock (see
+//! `Worker::begin_hot_wait`): the wheel compares keys, whatever their unit.
 
 use slab::Slab;
 use std::cell::{Cell, RefCell};
@@ -34,13 +37,14 @@ pub struct IdleWheel {
 }
 
 impl IdleWheel {
-    /// A future that completes when second `due` has passed (or at a stop).
+    /// A future that completes once `fire` is called with `due` or a later
+    /// key (or at a stop). Keys are the caller's unit: seconds or periods.
     pub fn expiry(&self, due: u64) -> IdleExpiry {
         let bucket = Rc::clone(self.buckets.borrow_mut().entry(due).or_default());
         IdleExpiry { bucket, key: None }
     }
 
-    /// Fires the buckets due at or before second `now` (all when `None`).
+    /// Fires the buckets keyed at or before `now` (all when `None`).
     pub fn fire(&self, now: Option<u64>) {
         loop {
             let entry = {

@@ -3,7 +3,7 @@
 //! path crosses threads except the atomics the design names: round-robin
 //! counters, server state, and the config generation.
 
-mod clock;
+pub mod clock;
 mod control;
 mod fd_passing;
 pub mod handover;
@@ -15,7 +15,6 @@ mod watchdog;
 mod worker;
 mod worker_log;
 
-pub use clock::{coarse_ms, coarse_slack_ms};
 pub use control::{Command, Control, ReloadError};
 pub use idle::IdleExpiry;
 pub use listener::{bind_group, bind_reuseport, check_free, open_group};
@@ -34,6 +33,7 @@ pub const TAKEOVER_HINT: &str = "; to replace a running ringway without dropping
 
 /// A started proxy: its bound addresses and worker threads.
 pub struct Running {
+    /// The control plane the workers share.
     pub control: Arc<Control>,
     /// `(listener name, bound address)`, in config order.
     pub listeners: Vec<(Arc<str>, SocketAddr)>,

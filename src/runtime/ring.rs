@@ -9,7 +9,9 @@ use std::io;
 
 /// A built runtime of either driver.
 pub enum WorkerRuntime {
+    /// io_uring, with the setup flags it got.
     Uring(Runtime<TimeDriver<IoUringDriver>>, &'static str),
+    /// epoll.
     Epoll(Runtime<TimeDriver<LegacyDriver>>),
 }
 
@@ -22,6 +24,7 @@ impl WorkerRuntime {
         }
     }
 
+    /// Runs `fut` to completion on this thread.
     pub fn block_on<F: Future>(&mut self, fut: F) -> F::Output {
         match self {
             WorkerRuntime::Uring(rt, _) => rt.block_on(fut),

@@ -25,12 +25,14 @@ use std::time::Duration;
 pub struct Elapsed;
 
 struct Slot {
-    /// On the `now_ms` clock; `u64::MAX` while no operation is timed.
+    /// On the coarse clock (`clock::coarse_ms`), slack included;
+    /// `u64::MAX` while no operation is timed.
     deadline: u64,
     fired: bool,
     waker: Option<Waker>,
 }
 
+/// A worker's request watchdog; see the module doc.
 #[derive(Default)]
 pub struct Watchdog {
     slots: RefCell<Slab<Slot>>,
@@ -56,6 +58,7 @@ impl Watchdog {
         WatchSlot(std::num::NonZeroUsize::MIN.saturating_add(key))
     }
 
+    /// Gives the slot of a request that ended back.
     pub fn leave(&self, slot: WatchSlot) {
         let mut slots = self.slots.borrow_mut();
         if slots.contains(slot.key()) {
@@ -71,11 +74,12 @@ impl Watchdog {
         Watch { dog: self, key: slot.map_or(usize::MAX, WatchSlot::key) }
     }
 
-    /// Fires the slots that are due at `now_ms` on the coarse clock.
-    pub fn tick(&self, now_ms: u64) {
+    /// Fires the slots that are due at `coarse_now_ms`, a reading of the
+    /// coarse clock.
+    pub fn tick(&self, coarse_now_ms: u64) {
         let mut due = self.due.borrow_mut();
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
-            if !slot.fired && slot.deadline <= now_ms {
+            if !slot.fired && slot.deadline <= coarse_now_ms {
                 slot.fired = true;
                 due.extend(slot.waker.take());
             }

@@ -2,7 +2,7 @@
 //! the worker (`Rc`, `Cell`, `RefCell`); other threads reach it only through
 //! the command channel, answered on a short tick.
 
-use super::clock::coarse_ms;
+use super::clock::{coarse_ms, precise_ms};
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
 use super::watchdog::{WatchSlot, Watchdog};
@@ -11,7 +11,7 @@ use crate::access_log;
 use crate::config::Config;
 use crate::metrics::{PoolGauge, WorkerMetrics};
 use crate::proxy::{ClientConn, Session};
-use crate::upstream::{now_ms, UpstreamPools};
+use crate::upstream::UpstreamPools;
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 use std::cell::{Cell, RefCell};
@@ -53,21 +53,27 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
+/// One worker thread's state, shared by its tasks through an `Rc`.
 pub struct Worker {
     /// Worker number; worker 0 also runs the active health checks.
     pub index: usize,
+    /// The control plane shared by all threads.
     pub control: Arc<Control>,
     config: RefCell<Rc<Snapshot>>,
     seen_generation: Cell<u64>,
+    /// This worker's idle upstream connections.
     pub pools: RefCell<UpstreamPools>,
+    /// This worker's counters.
     pub metrics: RefCell<WorkerMetrics>,
     /// Requests between a complete head and the end of their answer.
     active: Cell<usize>,
     /// Open client connections (idle ones included).
     open: Cell<usize>,
-    /// Idle keep-alive connections, by the second their `client_idle` ends.
+    /// Idle keep-alive connections, by the second their `client_idle` ends
+    /// on the precise clock (`clock::precise_ms() / 1000`).
     idle_wheel: IdleWheel,
-    /// Hot waits, by the `HOT_WINDOW_MS` period in which they are cancelled.
+    /// Hot waits, by the `HOT_WINDOW_MS` period of the coarse clock
+    /// (`clock::coarse_ms() / HOT_WINDOW_MS`) in which they are cancelled.
     hot_wheel: IdleWheel,
     hot_waits: Cell<usize>,
     /// The I/O timeouts of requests in flight.
@@ -86,6 +92,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Worker number `index`, on the current snapshot of `control`.
     pub fn new(index: usize, control: Arc<Control>) -> Self {
         let config = control.config();
         Worker {
@@ -131,6 +138,7 @@ impl Worker {
         self.spare_scratch.borrow_mut().pop().unwrap_or_default()
     }
 
+    /// Returns a scratch buffer for reuse (beyond a bound, it is freed).
     pub fn put_scratch(&self, mut v: Vec<u8>) {
         let mut spare = self.spare_scratch.borrow_mut();
         if spare.len() < SPARE_BUFS * 4 {
@@ -139,6 +147,7 @@ impl Worker {
         }
     }
 
+    /// This worker's random state (`upstream::next_random`).
     pub fn rng(&self) -> std::cell::RefMut<'_, u64> {
         self.rng.borrow_mut()
     }
@@ -168,30 +177,34 @@ impl Worker {
         Rc::clone(&self.config.borrow())
     }
 
+    /// Whether a graceful stop has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.control.is_shutting_down()
     }
 
+    /// Counts an accepted client connection (a stop waits for them to close).
     pub fn connection_opened(&self) {
         self.open.set(self.open.get() + 1);
     }
 
+    /// Counts a client connection that ended.
     pub fn connection_closed(&self) {
         self.open.set(self.open.get().saturating_sub(1));
     }
 
     /// Completes within a second after `idle` from now, or at a graceful
-    /// stop: the deadline of a connection waiting for its next request.
+    /// stop: the deadline of a connection waiting for its next request, in
+    /// seconds of the precise clock.
     pub fn idle_expiry(&self, idle: Duration) -> IdleExpiry {
-        let due = (now_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
+        let due = (precise_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
         self.idle_wheel.expiry(due)
     }
 
     /// Starts a hot wait if the budget allows: a read that holds the
     /// connection's buffer while the next request is expected within
     /// moments, instead of a readiness poll and then a read (one ring
-    /// operation fewer per request). The expiry says when to cancel it;
-    /// `end_hot_wait` must follow.
+    /// operation fewer per request). The expiry, on the coarse clock, says
+    /// when to cancel it; `end_hot_wait` must follow.
     pub fn begin_hot_wait(&self) -> Option<IdleExpiry> {
         if self.hot_waits.get() >= HOT_WAITS_MAX {
             return None;
@@ -200,6 +213,7 @@ impl Worker {
         Some(self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + 2))
     }
 
+    /// Ends a hot wait that `begin_hot_wait` started.
     pub fn end_hot_wait(&self) {
         self.hot_waits.set(self.hot_waits.get().saturating_sub(1));
     }
@@ -210,7 +224,7 @@ impl Worker {
         let coarse = coarse_ms();
         self.watchdog.tick(coarse);
         self.hot_wheel.fire(if all { None } else { Some(coarse / HOT_WINDOW_MS) });
-        self.idle_wheel.fire(if all { None } else { Some(now_ms() / 1000) });
+        self.idle_wheel.fire(if all { None } else { Some(precise_ms() / 1000) });
     }
 
     /// Counts a request as in flight; returns its watchdog slot.

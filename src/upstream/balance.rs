@@ -10,6 +10,7 @@ use super::{round_robin, Upstream, MAX_TRIES};
 /// How the first server for a request is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
+    /// One shared ticket per request: exact rotation across workers.
     RoundRobin,
     /// Smooth weighted round robin (nginx's): weights 5,1,1 give
     /// a,a,b,a,c,a,a (see `weighted`).
@@ -25,6 +26,7 @@ pub enum Balance {
 /// What `balance = "hash"` hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
+    /// The client's IP address.
     ClientIp,
     /// A request header (name compared case-insensitively).
     Header(String),
@@ -33,6 +35,7 @@ pub enum HashKey {
 }
 
 impl Balance {
+    /// The name as written in the config.
     pub fn label(&self) -> &'static str {
         match self {
             Balance::RoundRobin => "round_robin",
@@ -87,7 +90,9 @@ impl Upstream {
             }
         }
         out.extend((0..self.servers.len()).filter(|&i| self.servers[i].backup));
-        out.truncate(MAX_TRIES.max(self.tries()));
+        // `MAX_TRIES` places, not `tries()`: the caller skips the servers it
+        // cannot claim (down, full) and goes on down the list.
+        out.truncate(MAX_TRIES);
     }
 
     /// Fewest in-flight requests per unit of weight first, the rotation

@@ -2,7 +2,7 @@
 //! weight, walked from the request key's hash. Keys of a server that is out
 //! go to its successors on the ring, which are spread over the others.
 
-use std::hash::{Hash, Hasher};
+use super::stable_hash::hash_bytes;
 
 /// Points per unit of weight on the hash ring: enough that keys spread
 /// within a few percent of the weights.
@@ -15,16 +15,10 @@ pub struct HashRing {
     points: Vec<(u64, usize)>,
 }
 
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    // SipHash with fixed keys: stable across processes and restarts, so a
-    // key keeps its server after a restart too.
-    let mut h = std::hash::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
 impl HashRing {
-    /// `members`: (stable name, weight, index in the upstream).
+    /// `members`: (stable name, weight, index in the upstream). Each point
+    /// is `hash_bytes("NAME#K")`, so a server keeps its points, and its
+    /// keys, across restarts, upgrades and config order.
     pub fn new<'a>(members: impl Iterator<Item = (&'a str, u32, usize)>) -> Self {
         let mut points = Vec::new();
         for (name, weight, index) in members {

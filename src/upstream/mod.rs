@@ -10,12 +10,13 @@ pub mod health;
 mod pool;
 mod round_robin;
 mod server;
+mod stable_hash;
 mod weighted;
 
 pub use balance::{next_random, Balance, HashKey};
-pub use hash::hash_bytes;
 pub use pool::UpstreamPools;
-pub use server::{member_state, now_ms, server_state, MemberState, PassiveHealth, ServerState};
+pub use server::{member_state, server_state, MemberState, PassiveHealth, ServerState};
+pub use stable_hash::hash_bytes;
 
 use hash::HashRing;
 use std::net::SocketAddr;
@@ -29,12 +30,14 @@ use weighted::SmoothSequence;
 pub struct Server {
     /// Stable process-wide index (`ServerState::id`): names the worker's pool.
     pub id: usize,
+    /// The address connected to (resolved when the config loaded).
     pub addr: SocketAddr,
     /// What belongs to the address in every upstream: health, in-flight
     /// requests, the drain of the address everywhere.
     pub state: Arc<ServerState>,
     /// What belongs to this server in this upstream: its drain here.
     pub member: Arc<MemberState>,
+    /// Share of traffic relative to the others (1 to 1000).
     pub weight: u32,
     /// Takes traffic only when no primary server can.
     pub backup: bool,
@@ -50,8 +53,11 @@ pub struct Server {
 /// Active health check settings (`health_check = { ... }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
+    /// Path requested with `GET`; a 2xx or 3xx status passes.
     pub path: String,
+    /// Time between two checks of a server.
     pub interval: Duration,
+    /// How long one check may take before it fails.
     pub timeout: Duration,
     /// Consecutive passes that bring a server back.
     pub rise: u32,
@@ -62,6 +68,7 @@ pub struct HealthCheck {
 /// Retry, health and pooling policy of one upstream.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// How the first server for a request is chosen.
     pub balance: Balance,
     /// Most attempts per request (never more than the servers).
     pub tries: usize,
@@ -70,7 +77,9 @@ pub struct Policy {
     /// Retry idempotent requests that timed out (off by default: a hung
     /// backend would otherwise be hit once per server).
     pub retry_on_timeout: bool,
+    /// When failures take a server out.
     pub passive: PassiveHealth,
+    /// Active checks; off when `None`.
     pub health_check: Option<HealthCheck>,
     /// Idle pooled connections are closed after this long.
     pub idle_timeout: Duration,
@@ -80,12 +89,16 @@ pub struct Policy {
     pub resolve_every: Option<Duration>,
 }
 
+/// An `[upstreams.NAME]`: its servers, their balancing order and its policy.
 #[derive(Debug)]
 pub struct Upstream {
+    /// The NAME of `[upstreams.NAME]`.
     pub name: Arc<str>,
+    /// In config order; plans and routes name them by index.
     pub servers: Vec<Server>,
     /// Idle connections kept per server per worker.
     pub keepalive: usize,
+    /// Retries, health and pooling.
     pub policy: Policy,
     next: AtomicUsize,
     /// Indices of the servers that are not backups, ascending.
@@ -101,6 +114,8 @@ pub struct Upstream {
 pub const MAX_TRIES: usize = 16;
 
 impl Upstream {
+    /// Builds the balancing structures (primaries, weighted sequence, hash
+    /// ring) once, for the life of the config snapshot.
     pub fn new(name: Arc<str>, servers: Vec<Server>, keepalive: usize, policy: Policy) -> Self {
         let primaries: Vec<usize> = (0..servers.len()).filter(|&i| !servers[i].backup).collect();
         let weights: Vec<u32> = primaries.iter().map(|&i| servers[i].weight).collect();
@@ -119,6 +134,7 @@ impl Upstream {
         }
     }
 
+    /// The server at `addr`, if this upstream lists it.
     pub fn server(&self, addr: SocketAddr) -> Option<&Server> {
         self.servers.iter().find(|s| s.addr == addr)
     }
@@ -136,12 +152,6 @@ impl Upstream {
 }
 
 impl Server {
-    /// Copies the stable id from the shared state.
-    pub fn with_id(mut self) -> Self {
-        self.id = self.state.id;
-        self
-    }
-
     /// Drained in this upstream, or everywhere.
     pub fn is_drained(&self) -> bool {
         self.member.is_drained() || self.state.is_drained()

@@ -4,6 +4,7 @@
 //! because the most recently used connection is the least likely to have
 //! been closed by the backend's own idle timeout.
 
+use crate::runtime::clock::coarse_slack_ms;
 use monoio::net::TcpStream;
 use slab::Slab;
 use socket2::SockRef;
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 struct PooledConn {
     stream: TcpStream,
-    /// On the coarse clock (`runtime::coarse_ms`).
+    /// On the coarse clock (`clock::coarse_ms`), no slack added: the slack
+    /// is added to the reading at checkout.
     expires: u64,
 }
 
@@ -32,6 +34,8 @@ pub struct UpstreamPools {
 
 /// Whether an idle connection can still carry a request: the backend has not
 /// closed it and has sent nothing unsolicited. One non-blocking peek.
+// `unsafe`: borrowing the raw fd, as monoio streams do not implement `AsFd`.
+#[allow(unsafe_code)]
 fn still_usable(stream: &TcpStream) -> bool {
     // SAFETY: the fd belongs to `stream`, which outlives this borrow; monoio
     // streams do not implement `AsFd`, so we borrow the raw fd for the call.
@@ -42,6 +46,7 @@ fn still_usable(stream: &TcpStream) -> bool {
 }
 
 impl UpstreamPools {
+    /// No pools yet; each is made when a connection to its server is checked in.
     pub fn new() -> Self {
         UpstreamPools { pools: Vec::new() }
     }
@@ -59,16 +64,16 @@ impl UpstreamPools {
 
     /// An idle connection to server `id`, most recent first. Connections the
     /// backend closed, or that carry unsolicited bytes, or that sat idle past
-    /// the timeout are dropped on the way. `now_ms` is the coarse clock;
-    /// its resolution counts against the connection, so that one is never
-    /// reused past `idle_timeout`, which users set just below the backend's
-    /// own keep-alive timeout.
-    pub fn checkout(&mut self, id: usize, now_ms: u64) -> Option<TcpStream> {
+    /// the timeout are dropped on the way. `coarse_now_ms` is a reading of
+    /// the coarse clock; its resolution counts against the connection, so
+    /// that one is never reused past `idle_timeout`, which users set just
+    /// below the backend's own keep-alive timeout.
+    pub fn checkout(&mut self, id: usize, coarse_now_ms: u64) -> Option<TcpStream> {
         let pool = self.pools.get_mut(id)?;
-        let now = now_ms.saturating_add(crate::runtime::coarse_slack_ms());
+        let now_plus_slack = coarse_now_ms.saturating_add(coarse_slack_ms());
         while let Some(key) = pool.order.pop() {
             let conn = pool.idle.remove(key);
-            if now < conn.expires && still_usable(&conn.stream) {
+            if now_plus_slack < conn.expires && still_usable(&conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -76,8 +81,16 @@ impl UpstreamPools {
     }
 
     /// Returns a connection whose last exchange ended cleanly. Beyond
-    /// `keepalive` idle connections the oldest is closed.
-    pub fn checkin(&mut self, id: usize, stream: TcpStream, keepalive: usize, idle_timeout: Duration, now_ms: u64) {
+    /// `keepalive` idle connections the oldest is closed. `coarse_now_ms`:
+    /// a reading of the coarse clock, from which it expires.
+    pub fn checkin(
+        &mut self,
+        id: usize,
+        stream: TcpStream,
+        keepalive: usize,
+        idle_timeout: Duration,
+        coarse_now_ms: u64,
+    ) {
         if keepalive == 0 {
             return;
         }
@@ -91,10 +104,11 @@ impl UpstreamPools {
             pool.idle.remove(oldest);
         }
         let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        let key = pool.idle.insert(PooledConn { stream, expires: now_ms.saturating_add(idle_ms) });
+        let key = pool.idle.insert(PooledConn { stream, expires: coarse_now_ms.saturating_add(idle_ms) });
         pool.order.push(key);
     }
 
+    /// Idle connections to server `id` (for the pool gauges).
     pub fn idle_count(&self, id: usize) -> usize {
         self.pools.get(id).map_or(0, |p| p.order.len())
     }
@@ -107,7 +121,7 @@ mod tests {
     use std::net::SocketAddr;
 
     const LONG: Duration = Duration::from_secs(60);
-    /// The worker clock's reading in these tests.
+    /// The coarse clock's reading in these tests.
     const T: u64 = 1_000;
 
     /// A connected pair: our monoio stream and the backend's std end.

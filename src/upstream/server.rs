@@ -12,13 +12,16 @@
 //! per upstream. A drain is an operator's decision about one pool, so it is
 //! per member; draining an address everywhere is a separate switch.
 
+use crate::runtime::clock::precise_ms;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+/// The process-wide state of one backend address; see the module doc.
 #[derive(Debug)]
 pub struct ServerState {
+    /// The address it belongs to.
     pub addr: SocketAddr,
     /// Stable index: names this server's pool in every worker.
     pub id: usize,
@@ -29,6 +32,7 @@ pub struct ServerState {
     in_flight: AtomicUsize,
     /// Passive health: failures counted in the window that began at
     /// `window_start_ms`; `down_until_ms` > 0 while the server is out.
+    /// Both are on the precise clock (`clock::precise_ms`); 0 means unset.
     fails: AtomicU32,
     window_start_ms: AtomicU64,
     down_until_ms: AtomicU64,
@@ -38,17 +42,13 @@ pub struct ServerState {
     active_down: AtomicBool,
 }
 
-/// Milliseconds since the process started (a cheap monotonic clock).
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Passive health thresholds of the upstream a request went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PassiveHealth {
     /// Failures within `fail_timeout` that take a server out; 0 disables.
     pub max_fails: u32,
+    /// The failure window, and how long a server that reached `max_fails`
+    /// stays out.
     pub fail_timeout: Duration,
 }
 
@@ -67,14 +67,17 @@ impl ServerState {
         }
     }
 
+    /// Whether it is drained everywhere (`POST /servers/ADDR/drain`).
     pub fn is_drained(&self) -> bool {
         self.drained.load(Relaxed)
     }
 
+    /// Drains it in every upstream (`true`) or ends that drain.
     pub fn set_drained(&self, drained: bool) {
         self.drained.store(drained, Relaxed);
     }
 
+    /// Requests on it right now, across all workers.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
     }
@@ -92,7 +95,7 @@ impl ServerState {
             return false;
         }
         let down_until = self.down_until_ms.load(Relaxed);
-        if down_until != 0 && (self.probing.load(Relaxed) || now_ms() < down_until) {
+        if down_until != 0 && (self.probing.load(Relaxed) || precise_ms() < down_until) {
             return false;
         }
         !self.is_full(max_conns)
@@ -112,7 +115,7 @@ impl ServerState {
             }
             let down_until = self.down_until_ms.load(Relaxed);
             if down_until != 0
-                && (now_ms() < down_until || self.probing.compare_exchange(false, true, Relaxed, Relaxed).is_err())
+                && (precise_ms() < down_until || self.probing.compare_exchange(false, true, Relaxed, Relaxed).is_err())
             {
                 return false;
             }
@@ -136,6 +139,8 @@ impl ServerState {
         max_conns.is_some_and(|m| self.in_flight() >= m)
     }
 
+    /// A request it served: its failures are forgotten and, if passive
+    /// health had taken it out, it is back in rotation.
     pub fn record_success(&self) {
         if self.fails.load(Relaxed) != 0 || self.down_until_ms.load(Relaxed) != 0 {
             let was_down = self.down_until_ms.swap(0, Relaxed) != 0;
@@ -153,12 +158,14 @@ impl ServerState {
         self.probing.store(false, Relaxed);
     }
 
+    /// A request it failed: counts towards `p.max_fails` within
+    /// `p.fail_timeout`, and takes it out for `fail_timeout` once reached.
     pub fn record_failure(&self, p: PassiveHealth) {
         self.probing.store(false, Relaxed);
         if p.max_fails == 0 {
             return;
         }
-        let now = now_ms();
+        let now = precise_ms();
         let window = u64::try_from(p.fail_timeout.as_millis()).unwrap_or(u64::MAX);
         let start = self.window_start_ms.load(Relaxed);
         let fails = if now.saturating_sub(start) > window || start == 0 {
@@ -213,16 +220,20 @@ pub fn server_state(addr: SocketAddr) -> Arc<ServerState> {
 /// address, so the drain outlives reloads that keep the pair.
 #[derive(Debug)]
 pub struct MemberState {
+    /// The upstream name.
     pub upstream: Arc<str>,
+    /// The server address.
     pub addr: SocketAddr,
     drained: AtomicBool,
 }
 
 impl MemberState {
+    /// Whether it is drained in this upstream.
     pub fn is_drained(&self) -> bool {
         self.drained.load(Relaxed)
     }
 
+    /// Drains it in this upstream (`true`) or ends that drain.
     pub fn set_drained(&self, drained: bool) {
         self.drained.store(drained, Relaxed);
     }
@@ -269,121 +280,4 @@ pub(super) fn forget_address_drains(gone: impl Fn(SocketAddr) -> bool) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fresh() -> ServerState {
-        ServerState::new("127.0.0.1:1".parse().expect("addr"), 0)
-    }
-
-    #[test]
-    fn one_state_per_address() {
-        let a = server_state("127.0.0.1:40001".parse().expect("addr"));
-        let b = server_state("127.0.0.1:40002".parse().expect("addr"));
-        let a2 = server_state("127.0.0.1:40001".parse().expect("addr"));
-        assert!(Arc::ptr_eq(&a, &a2));
-        assert_ne!(a.id, b.id);
-        a.set_drained(true);
-        assert!(a2.is_drained());
-    }
-
-    #[test]
-    fn max_fails_takes_a_server_out_and_one_probe_decides() {
-        let s = fresh();
-        let p = PassiveHealth { max_fails: 2, fail_timeout: Duration::from_millis(50) };
-        assert!(s.try_acquire(false, None));
-        s.release();
-        s.record_failure(p);
-        assert!(s.is_healthy(), "one failure of two allowed");
-        s.record_failure(p);
-        assert!(!s.is_healthy());
-        assert!(!s.try_acquire(false, None), "down");
-        assert!(s.try_acquire(true, None), "fail-open ignores health");
-        s.release();
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(s.try_acquire(false, None), "the probe");
-        assert!(!s.try_acquire(false, None), "only one probe at a time");
-        s.release();
-        s.record_success();
-        assert!(s.is_healthy());
-        assert!(s.try_acquire(false, None));
-        s.release();
-    }
-
-    #[test]
-    fn a_probe_whose_client_failed_goes_to_the_next_request() {
-        let s = fresh();
-        let p = PassiveHealth { max_fails: 1, fail_timeout: Duration::from_millis(20) };
-        s.record_failure(p);
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(s.try_acquire(false, None), "the probe");
-        s.release();
-        s.end_probe_without_verdict();
-        assert!(s.try_acquire(false, None), "the next request probes");
-        assert!(!s.is_healthy(), "still out until a verdict");
-        s.release();
-    }
-
-    #[test]
-    fn max_conns_caps_in_flight() {
-        let s = fresh();
-        assert!(s.try_acquire(false, Some(2)));
-        assert!(s.try_acquire(false, Some(2)));
-        assert!(!s.try_acquire(false, Some(2)));
-        assert!(s.is_full(Some(2)));
-        s.release();
-        assert!(s.try_acquire(false, Some(2)));
-        assert_eq!(s.in_flight(), 2);
-    }
-
-    #[test]
-    fn one_member_state_per_upstream_and_address() {
-        let addr = "127.0.0.1:40003".parse().expect("addr");
-        let (a, b, a2) = (member_state("m-a", addr), member_state("m-b", addr), member_state("m-a", addr));
-        assert!(Arc::ptr_eq(&a, &a2));
-        a.set_drained(true);
-        assert!(a2.is_drained() && !b.is_drained(), "a drain in one upstream stays there");
-        forget_members(|m| *m.upstream == *"m-a" && m.addr == addr);
-        assert!(!member_state("m-a", addr).is_drained(), "forgotten with its drain");
-        assert!(Arc::ptr_eq(&b, &member_state("m-b", addr)), "the other upstream's member stays");
-    }
-
-    #[test]
-    fn availability_follows_what_try_acquire_would_do() {
-        let s = fresh();
-        assert!(s.is_available(Some(1)));
-        assert!(s.try_acquire(false, Some(1)));
-        assert!(!s.is_available(Some(1)), "at max_conns");
-        assert!(s.is_available(None));
-        s.release();
-        s.set_drained(true);
-        assert!(!s.is_available(None));
-        s.set_drained(false);
-        s.set_active_down(true);
-        assert!(!s.is_available(None));
-        s.set_active_down(false);
-        let p = PassiveHealth { max_fails: 1, fail_timeout: Duration::from_millis(30) };
-        s.record_failure(p);
-        assert!(!s.is_available(None), "down");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(s.is_available(None), "its probe is free");
-        assert!(s.try_acquire(false, None));
-        assert!(!s.is_available(None), "its probe is taken");
-        s.release();
-        s.record_success();
-        assert!(s.is_available(None));
-    }
-
-    #[test]
-    fn drained_and_active_down_refuse() {
-        let s = fresh();
-        s.set_drained(true);
-        assert!(!s.try_acquire(true, None));
-        s.set_drained(false);
-        assert!(s.set_active_down(true));
-        assert!(!s.try_acquire(false, None));
-        assert!(!s.is_healthy());
-        assert!(s.set_active_down(false));
-        assert!(s.try_acquire(false, None));
-    }
-}
+mod tests;

@@ -2,10 +2,11 @@ use super::*;
 
 fn server(port: u16, weight: u32, backup: bool) -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let state = server_state(addr);
     Server {
-        id: 0,
+        id: state.id,
         addr,
-        state: server_state(addr),
+        state,
         member: member_state("u", addr),
         weight,
         backup,
@@ -13,7 +14,6 @@ fn server(port: u16, weight: u32, backup: bool) -> Server {
         name: addr.to_string().into(),
         is_hostname: false,
     }
-    .with_id()
 }
 
 fn policy(balance: Balance) -> Policy {

@@ -1,11 +1,15 @@
-//! The built-in demo backend (`ringway backend --port N`): answers like the
-//! seed's app (`/`, `/app1`, `/app2`, `/admin`, each with its App ID),
-//! keeps connections alive, reads and drops request bodies, and answers
-//! pipelined requests in one write. Responses are prebuilt at start, so the
-//! backend costs little next to the proxy in benchmarks.
+//! The built-in demo backend (`ringway backend --port N`, and one per
+//! loopback server under `ringway demo`): answers like the seed's app (`/`,
+//! `/app1`, `/app2`, `/admin`, each with its App ID), keeps connections
+//! alive, reads and drops request bodies, and answers pipelined requests in
+//! one write. Responses are prebuilt at start, so the backend costs little
+//! next to the proxy in benchmarks.
 
-use crate::config::{HttpPolicy, Limits};
-use crate::http::chunked::{ChunkStep, ChunkedDecoder};
+use crate::config::{
+    HttpPolicy, Limits, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_TARGET_BYTES,
+    DEFAULT_READ_BUFFER_BYTES,
+};
+use crate::http::chunked::{ChunkStep, ChunkedDecoder, MAX_CHUNK_EXTENSION_BYTES, MAX_TRAILER_BYTES};
 use crate::http::head::{leading_empty_lines, HeadScanner};
 use crate::http::request::{self, Method};
 use crate::http::BodyKind;
@@ -15,8 +19,18 @@ use monoio::net::{TcpListener, TcpStream};
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 
-const LIMITS: Limits =
-    Limits { max_header_bytes: 16 * 1024, max_headers: 100, max_target_bytes: 8 * 1024, max_body_bytes: None };
+/// The proxy's default limits: the demo backend accepts what a default
+/// proxy forwards.
+const LIMITS: Limits = Limits {
+    max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+    max_headers: DEFAULT_MAX_HEADERS,
+    max_target_bytes: DEFAULT_MAX_TARGET_BYTES,
+    max_body_bytes: None,
+};
+
+/// Largest the read buffer grows, with room for pipelined requests after a
+/// head of up to `LIMITS.max_header_bytes`.
+const READ_BUFFER_MAX_BYTES: usize = 64 * 1024;
 
 /// Prebuilt answers for one App ID.
 pub struct DemoApp {
@@ -27,6 +41,7 @@ pub struct DemoApp {
 }
 
 impl DemoApp {
+    /// Builds every answer once, naming `app_id` in each body.
     pub fn new(app_id: u16) -> Self {
         let texts = ["hello from a lightweight container", "this is app1", "this is app2", "admin page"];
         let mut routes = Router::new();
@@ -48,7 +63,8 @@ impl DemoApp {
         DemoApp { routes, responses, bad_request }
     }
 
-    /// The prebuilt response for a path, or None if the path is unusable.
+    /// The prebuilt response for a path (its head only for HEAD); a path
+    /// no route matches gets the `/` answer.
     fn answer(&self, path: &[u8], head_only: bool) -> &[u8] {
         let path = path.split(|&b| b == b'?').next().unwrap_or(b"/");
         let i = self.routes.lookup(path).map_or(0, |(i, _)| *i);
@@ -75,7 +91,7 @@ pub async fn serve(listener: TcpListener, app: Rc<DemoApp>) {
 }
 
 async fn serve_conn(mut stream: TcpStream, app: Rc<DemoApp>) {
-    let mut buf = ConnBuf::new(16 * 1024, 64 * 1024);
+    let mut buf = ConnBuf::new(DEFAULT_READ_BUFFER_BYTES, READ_BUFFER_MAX_BYTES);
     let mut out = Vec::with_capacity(4096);
     let mut scanner = HeadScanner::default();
     loop {
@@ -96,7 +112,7 @@ async fn serve_conn(mut stream: TcpStream, app: Rc<DemoApp>) {
                     break;
                 }
             };
-            let mut slots = [const { MaybeUninit::uninit() }; 100];
+            let mut slots = [const { MaybeUninit::uninit() }; LIMITS.max_headers];
             let parsed = request::parse(&buf.data()[..head_len], &mut slots, &LIMITS, HttpPolicy::defaults())
                 .map(|r| (r.body, r.keep_alive, app.answer(r.path, r.method == Method::Head)));
             match parsed {
@@ -153,7 +169,7 @@ async fn skip_body(stream: &mut TcpStream, buf: &mut ConnBuf, out: &mut Vec<u8>,
             true
         }
         BodyKind::Chunked => {
-            let mut dec = ChunkedDecoder::new(4096, 16 * 1024);
+            let mut dec = ChunkedDecoder::new(MAX_CHUNK_EXTENSION_BYTES, MAX_TRAILER_BYTES);
             loop {
                 match dec.decode(buf.data()) {
                     Ok(ChunkStep::Data { end, .. }) => buf.consume(end),
