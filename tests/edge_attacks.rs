@@ -387,7 +387,9 @@ fn upload(addr: SocketAddr, size: usize, chunked: bool) -> (Vec<u8>, bool) {
             }
         }
     }
-    drop(s);
+    // Shut down, not just dropped: the writer's clone keeps the socket open,
+    // and a writer blocked on a proxy that stopped reading must end too.
+    let _ = s.shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
     (got, closed)
 }
