@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[allow(dead_code)]
 mod props {
-    include!("../fuzz/props.rs");
+    include!("../../fuzz/props.rs");
 }
 
 /// fuzz/ of the main crate (also when this file is built by fuzz/Cargo.toml).

@@ -3,15 +3,13 @@
 //! reload may not add such a listener, and `--takeover` shares on purpose:
 //! a binary upgrade under load that fails no request.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// A port that was free a moment ago (bound, then released).
 fn free_port() -> u16 {

@@ -4,12 +4,10 @@
 //! wait for a restart, in the log and in the `POST /reload` answer. Each
 //! against a real `ringway` process.
 
-mod support;
-
+use crate::support::ops::*;
+use crate::support::*;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use support::ops::*;
-use support::*;
 
 /// A config: `[runtime]` with two workers at `log_level` plus
 /// `runtime_extra`, the admin API on `admin`, upstream `a` = `server`,

@@ -3,9 +3,7 @@
 //! not let a body run as a request, pipelining and `Connection: close`.
 //! Every case is raw bytes through the real proxy to a recording backend.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
 

@@ -4,14 +4,12 @@
 //! past a refused prefix, early responses from a backend, request-line
 //! strictness, and header names with underscores.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// The seed setup's shape: `/` and `/app1` proxied, `/admin` refused; an
 /// admin listener for metrics; `http` is the `[http]` table's body.

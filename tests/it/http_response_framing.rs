@@ -7,12 +7,10 @@
 //! The proxy runs one worker, so every client connection shares one
 //! upstream pool and a connection that was not discarded would be reused.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use support::*;
 
 fn raw(s: &str) -> Reply {
     Reply::Bytes(s.as_bytes().to_vec())

@@ -2,9 +2,7 @@
 //! field lines, Host rules, methods, versions, request-target forms and the
 //! target length limit. Raw bytes through the real proxy.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// One rejection on a fresh connection: exactly one answer with a status in
 /// `allowed`, then a close; nothing reached the backend.

@@ -4,9 +4,7 @@
 //! bodies reach the backend as canonical chunks without extensions or
 //! trailer fields, and trailers never become header fields.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
 

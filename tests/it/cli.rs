@@ -2,12 +2,10 @@
 //! printed when `ringway` finds no config, each subcommand's help, and
 //! `ringway demo --config`.
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Runs the binary to completion, killing it if it runs longer than 20 s.
 fn run(args: &[&str], cwd: &Path) -> Output {

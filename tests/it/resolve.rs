@@ -3,12 +3,10 @@
 //! needs root, as in CI; elsewhere the test says so and passes vacuously
 //! only after printing why).
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// A one-line HTTP server on `ip:port` answering its own name.
 fn named_server(ip: [u8; 4], port: u16, name: &'static str) -> Option<SocketAddr> {
