@@ -9,7 +9,6 @@ use std::fs;
 use std::panic;
 use std::path::{Path, PathBuf};
 
-#[allow(dead_code)]
 mod props {
     include!("../../fuzz/props.rs");
 }

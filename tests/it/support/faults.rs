@@ -61,7 +61,6 @@ pub const GARBAGE: &[u8] = b"SSH-2.0-OpenSSH_9.2\r\n\r\n";
 /// One request as the fault backend read it.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub method: String,
     pub target: String,
     pub body: Vec<u8>,
     /// Index of the backend connection it arrived on.
@@ -224,10 +223,6 @@ impl FaultBackend {
         self.shared.log.lock().expect("lock").idle_closed
     }
 
-    pub fn junk_written(&self) -> usize {
-        self.shared.log.lock().expect("lock").junk_written
-    }
-
     /// Most requests the backend was working on at the same time.
     pub fn max_concurrent(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
@@ -296,11 +291,9 @@ fn read_request(conn: &mut Conn, id: usize) -> Option<Seen> {
     let value = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     let length: usize = value("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let body = conn.read_exact_vec(length).ok()?;
-    let mut start = raw_head.split("\r\n").next().unwrap_or("").split(' ');
-    let method = start.next().unwrap_or("").to_string();
-    let target = start.next().unwrap_or("").to_string();
+    let target = raw_head.split("\r\n").next().unwrap_or("").split(' ').nth(1).unwrap_or("").to_string();
     let health_check = value("user-agent").is_some_and(|v| v == "ringway-health-check");
-    Some(Seen { method, target, body, conn: id, health_check })
+    Some(Seen { target, body, conn: id, health_check })
 }
 
 fn serve(stream: TcpStream, id: usize, s: &Shared) {
