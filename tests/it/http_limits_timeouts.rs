@@ -1,6 +1,7 @@
-//! Limits and deadlines (hazard catalogue C04, E01, E04-E06, F03): head size
-//! and field count, body size, the total header deadline against slowloris,
-//! keep-alive idle, 100-continue without deadlock, and a hung backend.
+//! Limits and deadlines (hazards C04, E01, E04-E06, F03 in docs/hazards.md):
+//! head size and field count, body size, the total header deadline against
+//! slowloris, keep-alive idle, 100-continue without deadlock, and a hung
+//! backend.
 
 use crate::support::*;
 use std::io::{Read, Write};

@@ -1,7 +1,7 @@
-//! Upgrade (hazard catalogue C05): only a 101 from the backend, to a client
-//! that asked for that protocol, turns the connection into a two-way byte
-//! tunnel. A 200 with `Upgrade` is not an upgrade; an unrequested 101 is a
-//! 502.
+//! Upgrade (hazard C05 in docs/hazards.md): only a 101 from the backend, to a
+//! client that asked for that protocol, turns the connection into a two-way
+//! byte tunnel. A 200 with `Upgrade` is not an upgrade; an unrequested 101 is
+//! a 502.
 
 use crate::support::*;
 use std::io::{Read, Write};
