@@ -222,7 +222,7 @@ impl Drop for Running {
 
 #[test]
 fn demo_runs_the_given_config_with_backends_on_its_loopback_servers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = crate::support::ops::free_port();
     let text = format!(
         "[runtime]\nthreads = 1\n\n[upstreams.web]\nservers = [\"127.0.0.1:{port}\"]\n\n[[listeners]]\nname = \"mine\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"web\" }} ]\n"
     );

@@ -332,6 +332,9 @@ fn upload(addr: SocketAddr, size: usize, chunked: bool) -> (Vec<u8>, bool) {
         format!("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n")
     };
     let mut w = s.try_clone().expect("clone");
+    // A proxy that stops reading the body and never closes must fail the
+    // test below, not block this writer (and the join) forever.
+    w.set_write_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let writer = std::thread::spawn(move || {
         let _ = w.write_all(head.as_bytes());
         let piece = vec![b'x'; 64 * 1024];

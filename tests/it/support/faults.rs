@@ -335,19 +335,24 @@ fn serve(stream: TcpStream, id: usize, s: &Shared) {
             Fault::ResetReused => Fault::ResetBeforeAnswer,
             f => f,
         };
-        let keep = answer(&mut conn, id, s, fault, &target);
-        s.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !keep {
+        if !answer(&mut conn, id, s, fault, &target) {
             return;
         }
     }
 }
 
-/// Carries out `fault` for one request; whether the connection stays open.
+/// Carries out `fault` for one request and takes it off `in_flight`;
+/// whether the connection stays open. A response comes off `in_flight`
+/// before its bytes are written: once they are out, the proxy may send the
+/// next request at once, and another connection's thread could read it
+/// before this one ran again, counting two in flight where the proxy never
+/// had two.
 fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) -> bool {
+    let answered = || s.in_flight.fetch_sub(1, Ordering::SeqCst);
     let ok = |conn: &mut Conn| -> io::Result<()> {
         let body = format!("{} {target}\n", s.name);
         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        answered();
         conn.stream.write_all(resp.as_bytes())
     };
     match fault {
@@ -359,11 +364,13 @@ fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) ->
         Fault::ResetBeforeAnswer | Fault::ResetReused => {
             // The last handle closes with SO_LINGER 0 when `serve` returns:
             // an RST, no FIN.
+            answered();
             s.forget(id);
             let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
             false
         }
         Fault::ResetMidBody => {
+            answered();
             let _ = conn.stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
             std::thread::sleep(Duration::from_millis(50));
             s.forget(id);
@@ -374,9 +381,11 @@ fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) ->
             // Wait, answering nothing, until the peer closes (or the
             // backend is killed, or the read timeout passes).
             let _ = conn.read_to_close();
+            answered();
             false
         }
         Fault::Garbage => {
+            answered();
             let _ = conn.stream.write_all(GARBAGE);
             let _ = conn.stream.shutdown(Shutdown::Write);
             let _ = conn.read_to_close();
