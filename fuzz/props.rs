@@ -1,5 +1,5 @@
 // Property checks shared by the fuzz targets (fuzz/fuzz_targets/*.rs) and
-// the regression suite (tests/fuzz_regressions.rs). Both `include!` this file
+// the regression suite (tests/it/fuzz_regressions.rs). Both `include!` this file
 // inside a `mod props`, so it may only use std, `ringway` and `httparse`.
 // Every check panics on a property violation; see docs/fuzzing.md.
 //

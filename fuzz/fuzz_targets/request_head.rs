@@ -2,7 +2,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The property checks live in one file shared with tests/fuzz_regressions.rs.
+// The property checks live in one file shared with tests/it/fuzz_regressions.rs.
 #[allow(dead_code)]
 mod props {
     include!("../props.rs");

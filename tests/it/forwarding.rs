@@ -2,16 +2,14 @@
 //! X-Forwarded-*, hop-by-hop removal both ways, connection reuse,
 //! pipelining, HTTP/1.0 connection handling.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 /// Sends one request through a fresh proxy and returns what the backend saw.
 fn forwarded(request: &[u8]) -> Recorded {
     let b = RecordingBackend::echo_id("b");
     let proxy = proxy_to(&b);
-    let r = support::request(proxy.addr("public"), request);
+    let r = crate::support::request(proxy.addr("public"), request);
     assert_eq!(r.status, 200, "{}", r.raw_head);
     let mut seen = b.requests();
     assert_eq!(seen.len(), 1, "backend requests: {seen:?}");

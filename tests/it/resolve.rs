@@ -3,12 +3,10 @@
 //! needs root, as in CI; elsewhere the test says so and passes vacuously
 //! only after printing why).
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// A one-line HTTP server on `ip:port` answering its own name.
 fn named_server(ip: [u8; 4], port: u16, name: &'static str) -> Option<SocketAddr> {
@@ -41,27 +39,51 @@ fn named_server(ip: [u8; 4], port: u16, name: &'static str) -> Option<SocketAddr
     Some(addr)
 }
 
-/// Puts `ip name` into /etc/hosts until dropped.
+/// Maps a name to an address in /etc/hosts until dropped. The file is
+/// shared with every other process on the machine, other checkouts running
+/// this same test included, so an edit never writes back a snapshot: it
+/// rewrites only this name's line in the file as it is now, under a lock
+/// file that every copy of this helper takes.
 struct HostsEntry {
-    original: String,
+    name: String,
 }
+
+const HOSTS: &str = "/etc/hosts";
 
 impl HostsEntry {
     fn set(ip: &str, name: &str) -> Option<HostsEntry> {
-        let original = std::fs::read_to_string("/etc/hosts").ok()?;
-        let entry = HostsEntry { original };
-        entry.point(ip, name).then_some(entry)
+        let entry = HostsEntry { name: name.to_string() };
+        entry.point(ip).then_some(entry)
     }
 
-    fn point(&self, ip: &str, name: &str) -> bool {
-        std::fs::write("/etc/hosts", format!("{}\n{ip} {name}\n", self.original.trim_end())).is_ok()
+    /// Points the name at `ip`; a no-op when the file already says so.
+    fn point(&self, ip: &str) -> bool {
+        edit_hosts(&self.name, Some(ip))
     }
 }
 
 impl Drop for HostsEntry {
     fn drop(&mut self) {
-        let _ = std::fs::write("/etc/hosts", &self.original);
+        edit_hosts(&self.name, None);
     }
+}
+
+/// Replaces the /etc/hosts line for `name` by `ip name` (none: removes it).
+fn edit_hosts(name: &str, ip: Option<&str>) -> bool {
+    let Ok(lock) = std::fs::File::create(std::env::temp_dir().join("ringway-test-etc-hosts.lock")) else {
+        return false;
+    };
+    if lock.lock().is_err() {
+        return false;
+    }
+    let Ok(current) = std::fs::read_to_string(HOSTS) else {
+        return false;
+    };
+    let mut lines: Vec<String> =
+        current.lines().filter(|l| !l.split_whitespace().skip(1).any(|n| n == name)).map(str::to_string).collect();
+    lines.extend(ip.map(|ip| format!("{ip} {name}")));
+    let text = lines.join("\n") + "\n";
+    text == current || std::fs::write(HOSTS, text).is_ok()
 }
 
 #[test]
@@ -93,10 +115,12 @@ routes = [ {{ prefix = "/", upstream = "named" }} ]
         port = a.port()
     ));
     assert_eq!(get(proxy.addr("public"), "/").text(), "first\n");
-    assert!(hosts.point("127.0.0.3", &name));
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = String::new();
     while Instant::now() < deadline {
+        // Again on every round: another process that restored an older copy
+        // of /etc/hosts (an older copy of this test) may have undone it.
+        assert!(hosts.point("127.0.0.3"));
         last = get(proxy.addr("public"), "/").text();
         if last == "second\n" {
             break;

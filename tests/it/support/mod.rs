@@ -3,8 +3,6 @@
 //! clients. Everything binds 127.0.0.1 on ephemeral ports, every read has a
 //! timeout, every child process is killed on drop.
 
-#![allow(dead_code)]
-
 pub mod faults;
 pub mod ops;
 
@@ -643,19 +641,9 @@ fn listener_names(toml: &str) -> Vec<String> {
     names
 }
 
-/// Replaces each `{KEY}` in `template` by its value.
-pub fn fill(template: &str, vars: &[(&str, String)]) -> String {
-    let mut s = template.to_string();
-    for (k, v) in vars {
-        s = s.replace(&format!("{{{k}}}"), v);
-    }
-    s
-}
-
 impl Proxy {
-    /// Writes `toml` (placeholders already filled, see `fill`) to a temp
-    /// file, starts the proxy, and waits for one listening line per
-    /// `[[listeners]]` name.
+    /// Writes `toml` to a temp file, starts the proxy, and waits for one
+    /// listening line per `[[listeners]]` name.
     pub fn start(toml: &str) -> Proxy {
         let config_path = unique_temp_path("proxy", ".toml");
         std::fs::write(&config_path, toml).expect("write config");

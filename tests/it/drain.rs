@@ -6,11 +6,9 @@
 //! across reloads for as long as the config lists the server. Each test
 //! runs the real binary against real loopback backends.
 
-mod support;
-
+use crate::support::faults::FaultBackend;
+use crate::support::*;
 use std::net::SocketAddr;
-use support::faults::FaultBackend;
-use support::*;
 
 /// Upstream `all` = `all` servers, upstream `app1` = `app1` servers, routed
 /// by prefix `/all` and `/app1`; two workers, an admin listener, info logs.

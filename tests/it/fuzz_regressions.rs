@@ -9,9 +9,8 @@ use std::fs;
 use std::panic;
 use std::path::{Path, PathBuf};
 
-#[allow(dead_code)]
 mod props {
-    include!("../fuzz/props.rs");
+    include!("../../fuzz/props.rs");
 }
 
 /// fuzz/ of the main crate (also when this file is built by fuzz/Cargo.toml).

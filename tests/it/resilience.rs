@@ -3,15 +3,13 @@
 //! and every balancing mode, each against real loopback backends that fail
 //! on command (`support::faults`).
 
-mod support;
-
+use crate::support::faults::{Fault, FaultBackend, Idle, Seen};
+use crate::support::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use support::faults::{Fault, FaultBackend, Idle, Seen};
-use support::*;
 
 /// `"addr", "addr", ...` for a `servers = [...]` list.
 fn addrs(backends: &[&FaultBackend]) -> String {

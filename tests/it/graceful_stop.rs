@@ -3,12 +3,10 @@
 //! `Connection: close`, listeners stop accepting, and a connection accepted
 //! just before the stop still gets its first request answered.
 
-mod support;
-
+use crate::support::*;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// How long to poll for something the proxy does on its 20 ms tick.
 const SETTLE: Duration = Duration::from_secs(2);

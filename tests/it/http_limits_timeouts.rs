@@ -1,12 +1,11 @@
-//! Limits and deadlines (hazard catalogue C04, E01, E04-E06, F03): head size
-//! and field count, body size, the total header deadline against slowloris,
-//! keep-alive idle, 100-continue without deadlock, and a hung backend.
+//! Limits and deadlines (hazards C04, E01, E04-E06, F03 in docs/hazards.md):
+//! head size and field count, body size, the total header deadline against
+//! slowloris, keep-alive idle, 100-continue without deadlock, and a hung
+//! backend.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn proxy_with(b: &RecordingBackend, timeouts: &[(&str, &str)], limits: &[(&str, &str)]) -> Proxy {
     proxy_custom(&runtime_config(2, timeouts, limits), b.addr(), r#"{ prefix = "/", upstream = "x" }"#)

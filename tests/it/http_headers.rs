@@ -1,10 +1,8 @@
-//! Start line and header hygiene (hazard catalogue A06, B01-B10): malformed
-//! field lines, Host rules, methods, versions, request-target forms and the
-//! target length limit. Raw bytes through the real proxy.
+//! Start line and header hygiene (hazards A06, B01-B10 in docs/hazards.md):
+//! malformed field lines, Host rules, methods, versions, request-target forms
+//! and the target length limit. Raw bytes through the real proxy.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// One rejection on a fresh connection: exactly one answer with a status in
 /// `allowed`, then a close; nothing reached the backend.

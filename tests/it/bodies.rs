@@ -2,11 +2,9 @@
 //! canonically), close-delimited, bodyless responses, and large streamed
 //! bodies in bounded proxy memory.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::time::Instant;
-use support::*;
 
 /// Backend that answers with the decoded body length.
 fn length_echo() -> RecordingBackend {

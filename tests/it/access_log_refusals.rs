@@ -3,13 +3,11 @@
 //! line said for certain (`-` or `null` for what it did not), and a
 //! duration from their first byte, so a 408 shows the time it waited.
 
-mod support;
-
+use crate::support::ops::*;
+use crate::support::*;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::ops::*;
-use support::*;
 
 /// One worker, `client_header` of 1 s, small limits, and an access log in
 /// `format` at `log`.

@@ -1,11 +1,10 @@
-//! Request framing and smuggling (hazard catalogue A01-A11, A19-A21): strict
-//! Content-Length, Transfer-Encoding, CL.TE / TE.CL, local answers that must
-//! not let a body run as a request, pipelining and `Connection: close`.
-//! Every case is raw bytes through the real proxy to a recording backend.
+//! Request framing and smuggling (hazards A01-A11, A19-A21 in
+//! docs/hazards.md): strict Content-Length, Transfer-Encoding, CL.TE / TE.CL,
+//! local answers that must not let a body run as a request, pipelining and
+//! `Connection: close`. Every case is raw bytes through the real proxy to a
+//! recording backend.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
 

@@ -1,10 +1,8 @@
 //! Routing: round-robin rotation, longest-prefix routes, local status routes,
 //! path-normalization bypass attempts, strip_prefix, dead servers.
 
-mod support;
-
+use crate::support::*;
 use std::net::SocketAddr;
-use support::*;
 
 /// The App ID in a demo-style body (`... App ID = N\n`).
 fn app_id(body: &str) -> String {

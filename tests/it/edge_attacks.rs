@@ -4,14 +4,12 @@
 //! past a refused prefix, early responses from a backend, request-line
 //! strictness, and header names with underscores.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// The seed setup's shape: `/` and `/app1` proxied, `/admin` refused; an
 /// admin listener for metrics; `http` is the `[http]` table's body.
@@ -334,6 +332,9 @@ fn upload(addr: SocketAddr, size: usize, chunked: bool) -> (Vec<u8>, bool) {
         format!("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n")
     };
     let mut w = s.try_clone().expect("clone");
+    // A proxy that stops reading the body and never closes must fail the
+    // test below, not block this writer (and the join) forever.
+    w.set_write_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let writer = std::thread::spawn(move || {
         let _ = w.write_all(head.as_bytes());
         let piece = vec![b'x'; 64 * 1024];

@@ -2,12 +2,10 @@
 //! printed when `ringway` finds no config, each subcommand's help, and
 //! `ringway demo --config`.
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Runs the binary to completion, killing it if it runs longer than 20 s.
 fn run(args: &[&str], cwd: &Path) -> Output {
@@ -224,7 +222,7 @@ impl Drop for Running {
 
 #[test]
 fn demo_runs_the_given_config_with_backends_on_its_loopback_servers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = crate::support::ops::free_port();
     let text = format!(
         "[runtime]\nthreads = 1\n\n[upstreams.web]\nservers = [\"127.0.0.1:{port}\"]\n\n[[listeners]]\nname = \"mine\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"web\" }} ]\n"
     );

@@ -5,10 +5,8 @@
 //! runs the real binary against real loopback backends and counts which
 //! backend answered.
 
-mod support;
-
-use support::faults::{Fault, FaultBackend, Idle};
-use support::*;
+use crate::support::faults::{Fault, FaultBackend, Idle};
+use crate::support::*;
 
 /// A proxy with two workers, an admin listener, upstream `x` with `servers`
 /// (the inside of the TOML array) and `extra` keys, and listener `public`

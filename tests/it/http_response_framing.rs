@@ -1,18 +1,16 @@
-//! Response framing from the backend (hazard catalogue C07, C08, F04, F07):
-//! invalid framing is a 502 and the upstream connection is discarded; 1xx
-//! are relayed; bodyless responses stay bodyless even when the backend sends
-//! stray bytes; a backend dying mid-body gives a detectably truncated
-//! message; bytes on an idle pooled connection get it discarded.
+//! Response framing from the backend (hazards C07, C08, F04, F07 in
+//! docs/hazards.md): invalid framing is a 502 and the upstream connection is
+//! discarded; 1xx are relayed; bodyless responses stay bodyless even when the
+//! backend sends stray bytes; a backend dying mid-body gives a detectably
+//! truncated message; bytes on an idle pooled connection get it discarded.
 //!
 //! The proxy runs one worker, so every client connection shares one
 //! upstream pool and a connection that was not discarded would be reused.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use support::*;
 
 fn raw(s: &str) -> Reply {
     Reply::Bytes(s.as_bytes().to_vec())

@@ -4,12 +4,10 @@
 //! wait for a restart, in the log and in the `POST /reload` answer. Each
 //! against a real `ringway` process.
 
-mod support;
-
-use std::net::{SocketAddr, TcpListener};
+use crate::support::ops::*;
+use crate::support::*;
+use std::net::SocketAddr;
 use std::path::Path;
-use support::ops::*;
-use support::*;
 
 /// A config: `[runtime]` with two workers at `log_level` plus
 /// `runtime_extra`, the admin API on `admin`, upstream `a` = `server`,
@@ -150,7 +148,8 @@ fn an_admin_bind_that_fails_keeps_the_old_listener_and_says_why() {
     let mut s = Settings::new(b.addr());
     let p = Proxy::start(&s.toml());
     let old = p.admin_addr();
-    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    // Freed below: on a port that no other test can be given meanwhile.
+    let taken = fixed_port_listener();
     let wanted = taken.local_addr().expect("addr");
     s.admin = wanted.to_string();
     s.forbid = true;

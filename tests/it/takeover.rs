@@ -3,20 +3,14 @@
 //! reload may not add such a listener, and `--takeover` shares on purpose:
 //! a binary upgrade under load that fails no request.
 
-mod support;
-
+use crate::support::ops::free_port;
+use crate::support::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
-
-/// A port that was free a moment ago (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// `threads` workers, info logging, upstream `a` = `server`, one listener
 /// `public` on `bind`; `admin` adds an `[admin]` table.

@@ -2,6 +2,7 @@
 //! listening sockets that come and go.
 
 use super::{request, unique_temp_path, Proxy, Response};
+use std::hash::BuildHasher;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,9 +36,36 @@ pub fn refused_within(addr: SocketAddr, wait: Duration) -> bool {
     }
 }
 
-/// A port that was free a moment ago (bound, then released).
+/// A listener on 127.0.0.1 on a port the kernel never picks by itself: one
+/// below the ephemeral range, where every bind to port 0 and every outgoing
+/// connection gets its port. When a test frees such a port for the proxy to
+/// bind, no other test (binding port 0, or connecting) can take it in
+/// between. The port is picked at random, so test runs that overlap rarely
+/// try the same one, and one that is in use is skipped.
+pub fn fixed_port_listener() -> TcpListener {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low < 4096 {
+        // No room below the range: fall back to a port the kernel picks.
+        return TcpListener::bind("127.0.0.1:0").expect("bind");
+    }
+    let (from, span) = (ephemeral_low / 2, ephemeral_low - ephemeral_low / 2);
+    let random = std::hash::RandomState::new();
+    for attempt in 0..1000u32 {
+        let port = from + (random.hash_one(attempt) % u64::from(span)) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l;
+        }
+    }
+    panic!("no free port in {from}..{ephemeral_low}");
+}
+
+/// A port that was free a moment ago (bound, then released), one that no
+/// other test can be given meanwhile: see `fixed_port_listener`.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    fixed_port_listener().local_addr().expect("addr").port()
 }
 
 pub fn read_lines(path: &Path) -> Vec<String> {

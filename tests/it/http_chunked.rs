@@ -1,12 +1,10 @@
-//! Chunked request bodies (hazard catalogue A12-A18): malformed size lines,
-//! extensions, data terminators and trailers are refused with 400 and a
-//! close, and the backend never gets a complete request out of them; valid
-//! bodies reach the backend as canonical chunks without extensions or
+//! Chunked request bodies (hazards A12-A18 in docs/hazards.md): malformed
+//! size lines, extensions, data terminators and trailers are refused with 400
+//! and a close, and the backend never gets a complete request out of them;
+//! valid bodies reach the backend as canonical chunks without extensions or
 //! trailer fields, and trailers never become header fields.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
 

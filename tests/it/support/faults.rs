@@ -61,7 +61,6 @@ pub const GARBAGE: &[u8] = b"SSH-2.0-OpenSSH_9.2\r\n\r\n";
 /// One request as the fault backend read it.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub method: String,
     pub target: String,
     pub body: Vec<u8>,
     /// Index of the backend connection it arrived on.
@@ -224,10 +223,6 @@ impl FaultBackend {
         self.shared.log.lock().expect("lock").idle_closed
     }
 
-    pub fn junk_written(&self) -> usize {
-        self.shared.log.lock().expect("lock").junk_written
-    }
-
     /// Most requests the backend was working on at the same time.
     pub fn max_concurrent(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
@@ -296,11 +291,9 @@ fn read_request(conn: &mut Conn, id: usize) -> Option<Seen> {
     let value = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     let length: usize = value("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let body = conn.read_exact_vec(length).ok()?;
-    let mut start = raw_head.split("\r\n").next().unwrap_or("").split(' ');
-    let method = start.next().unwrap_or("").to_string();
-    let target = start.next().unwrap_or("").to_string();
+    let target = raw_head.split("\r\n").next().unwrap_or("").split(' ').nth(1).unwrap_or("").to_string();
     let health_check = value("user-agent").is_some_and(|v| v == "ringway-health-check");
-    Some(Seen { method, target, body, conn: id, health_check })
+    Some(Seen { target, body, conn: id, health_check })
 }
 
 fn serve(stream: TcpStream, id: usize, s: &Shared) {
@@ -342,19 +335,24 @@ fn serve(stream: TcpStream, id: usize, s: &Shared) {
             Fault::ResetReused => Fault::ResetBeforeAnswer,
             f => f,
         };
-        let keep = answer(&mut conn, id, s, fault, &target);
-        s.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !keep {
+        if !answer(&mut conn, id, s, fault, &target) {
             return;
         }
     }
 }
 
-/// Carries out `fault` for one request; whether the connection stays open.
+/// Carries out `fault` for one request and takes it off `in_flight`;
+/// whether the connection stays open. A response comes off `in_flight`
+/// before its bytes are written: once they are out, the proxy may send the
+/// next request at once, and another connection's thread could read it
+/// before this one ran again, counting two in flight where the proxy never
+/// had two.
 fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) -> bool {
+    let answered = || s.in_flight.fetch_sub(1, Ordering::SeqCst);
     let ok = |conn: &mut Conn| -> io::Result<()> {
         let body = format!("{} {target}\n", s.name);
         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        answered();
         conn.stream.write_all(resp.as_bytes())
     };
     match fault {
@@ -366,11 +364,13 @@ fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) ->
         Fault::ResetBeforeAnswer | Fault::ResetReused => {
             // The last handle closes with SO_LINGER 0 when `serve` returns:
             // an RST, no FIN.
+            answered();
             s.forget(id);
             let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
             false
         }
         Fault::ResetMidBody => {
+            answered();
             let _ = conn.stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
             std::thread::sleep(Duration::from_millis(50));
             s.forget(id);
@@ -381,9 +381,11 @@ fn answer(conn: &mut Conn, id: usize, s: &Shared, fault: Fault, target: &str) ->
             // Wait, answering nothing, until the peer closes (or the
             // backend is killed, or the read timeout passes).
             let _ = conn.read_to_close();
+            answered();
             false
         }
         Fault::Garbage => {
+            answered();
             let _ = conn.stream.write_all(GARBAGE);
             let _ = conn.stream.shutdown(Shutdown::Write);
             let _ = conn.read_to_close();

@@ -1,14 +1,12 @@
-//! Upgrade (hazard catalogue C05): only a 101 from the backend, to a client
-//! that asked for that protocol, turns the connection into a two-way byte
-//! tunnel. A 200 with `Upgrade` is not an upgrade; an unrequested 101 is a
-//! 502.
+//! Upgrade (hazard C05 in docs/hazards.md): only a 101 from the backend, to a
+//! client that asked for that protocol, turns the connection into a two-way
+//! byte tunnel. A 200 with `Upgrade` is not an upgrade; an unrequested 101 is
+//! a 502.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use support::*;
 
 const UPGRADE_REQUEST: &[u8] =
     b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

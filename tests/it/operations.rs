@@ -2,8 +2,8 @@
 //! immediate stop, the admin API (metrics, status, health, drain/enable) and
 //! the access log, each checked against a real `ringway` process.
 
-mod support;
-
+use crate::support::ops::*;
+use crate::support::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,8 +11,6 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::ops::*;
-use support::*;
 
 const RELOAD_OK: &str = "ringway_config_reloads_total{result=\"success\"}";
 const RELOAD_FAILED: &str = "ringway_config_reloads_total{result=\"failure\"}";
