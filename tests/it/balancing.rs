@@ -8,28 +8,6 @@
 use crate::support::faults::{Fault, FaultBackend, Idle};
 use crate::support::*;
 
-/// A proxy with two workers, an admin listener, upstream `x` with `servers`
-/// (the inside of the TOML array) and `extra` keys, and listener `public`
-/// sending everything to `x`.
-fn start_proxy(servers: &str, extra: &str) -> Proxy {
-    Proxy::start(&format!(
-        r#"{header}
-[admin]
-bind = "127.0.0.1:0"
-
-[upstreams.x]
-servers = [{servers}]
-{extra}
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-routes = [ {{ prefix = "/", upstream = "x" }} ]
-"#,
-        header = runtime_config(2, &[], &[]),
-    ))
-}
-
 /// `"addr", "addr", ...`.
 fn addrs(backends: &[&FaultBackend]) -> String {
     backends.iter().map(|b| format!("\"{}\"", b.addr())).collect::<Vec<_>>().join(", ")
@@ -70,7 +48,7 @@ fn assert_close(got: &[usize], want: &[usize], what: &str) {
 fn round_robin_spreads_a_drained_servers_share_evenly() {
     let bs = [FaultBackend::start("a"), FaultBackend::start("b"), FaultBackend::start("c")];
     let all = [&bs[0], &bs[1], &bs[2]];
-    let p = start_proxy(&addrs(&all), "");
+    let p = start_proxy(2, &[], &addrs(&all), "");
     let b = bs[1].addr();
     admin_post(&p, &format!("/upstreams/x/servers/{b}/drain"));
     // Skipping b in the rotation a,b,c would give c 20 and a 10.
@@ -86,7 +64,7 @@ fn round_robin_spreads_a_drained_servers_share_evenly() {
 fn round_robin_spreads_a_passively_failed_servers_share_evenly() {
     let bs = [FaultBackend::start("a"), FaultBackend::start("b"), FaultBackend::start("c")];
     let all = [&bs[0], &bs[1], &bs[2]];
-    let p = start_proxy(&addrs(&all), "max_fails = 1\nfail_timeout = \"60s\"");
+    let p = start_proxy(2, &[], &addrs(&all), "max_fails = 1\nfail_timeout = \"60s\"");
     bs[1].set(Fault::ResetBeforeAnswer);
     // Until b has failed once (the GET is then retried on another server).
     let mut c = Client::connect(p.addr("public"));
@@ -107,6 +85,8 @@ fn round_robin_spreads_an_actively_failed_servers_share_evenly() {
     let c = FaultBackend::start("c");
     let all = [&a, &b, &c];
     let p = start_proxy(
+        2,
+        &[],
         &addrs(&all),
         r#"health_check = { path = "/health", interval = "100ms", timeout = "200ms", rise = 1, fall = 1 }"#,
     );
@@ -123,7 +103,7 @@ fn round_robin_spreads_a_full_servers_share_evenly() {
     let c = FaultBackend::start("c");
     let all = [&a, &b, &c];
     let servers = format!("{{ addr = \"{}\", max_conns = 1 }}, \"{}\", \"{}\"", a.addr(), b.addr(), c.addr());
-    let p = start_proxy(&servers, "");
+    let p = start_proxy(2, &[], &servers, "");
     // The first ticket goes to a, which holds the request: a is at max_conns.
     let public = p.addr("public");
     let hold = std::thread::spawn(move || get(public, "/hold").status);
@@ -146,7 +126,7 @@ fn weighted_round_robin_spreads_a_drained_servers_share_in_proportion() {
         bs[1].addr(),
         bs[2].addr()
     );
-    let p = start_proxy(&servers, r#"balance = "weighted_round_robin""#);
+    let p = start_proxy(2, &[], &servers, r#"balance = "weighted_round_robin""#);
     assert_eq!(tally(&p, 30, "all", &all), [5, 10, 15], "weights 1,2,3");
     admin_post(&p, &format!("/upstreams/x/servers/{}/drain", bs[2].addr()));
     // The sequence is c,b,a,c,b,c. Skipping c's entries (taking the next

@@ -16,28 +16,6 @@ fn addrs(backends: &[&FaultBackend]) -> String {
     backends.iter().map(|b| format!("\"{}\"", b.addr())).collect::<Vec<_>>().join(", ")
 }
 
-/// A proxy with `threads` workers, `[timeouts]` overrides, upstream `x`
-/// with `servers` (the inside of the TOML array) and `extra` upstream keys,
-/// an admin listener, and one listener `public` sending everything to `x`.
-fn start_proxy(threads: usize, timeouts: &[(&str, &str)], servers: &str, extra: &str) -> Proxy {
-    Proxy::start(&format!(
-        r#"{header}
-[admin]
-bind = "127.0.0.1:0"
-
-[upstreams.x]
-servers = [{servers}]
-{extra}
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-routes = [ {{ prefix = "/", upstream = "x" }} ]
-"#,
-        header = runtime_config(threads, timeouts, &[]),
-    ))
-}
-
 /// Which backend answered `path` (backends answer `"<name> <target>\n"`);
 /// panics unless the response is a 200 from one of `names`.
 fn answered_by<'a>(r: &Response, path: &str, names: &[&'a str]) -> &'a str {

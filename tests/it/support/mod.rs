@@ -1247,3 +1247,25 @@ routes = [ {routes} ]
 pub fn proxy_one_worker(b: &RecordingBackend) -> Proxy {
     proxy_custom(&runtime_config(1, &[], &[]), b.addr(), r#"{ prefix = "/", upstream = "x" }"#)
 }
+
+/// A proxy with `threads` workers, `[timeouts]` overrides, upstream `x`
+/// with `servers` (the inside of the TOML array) and `extra` upstream keys,
+/// an admin listener, and one listener `public` sending everything to `x`.
+pub fn start_proxy(threads: usize, timeouts: &[(&str, &str)], servers: &str, extra: &str) -> Proxy {
+    Proxy::start(&format!(
+        r#"{header}
+[admin]
+bind = "127.0.0.1:0"
+
+[upstreams.x]
+servers = [{servers}]
+{extra}
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+routes = [ {{ prefix = "/", upstream = "x" }} ]
+"#,
+        header = runtime_config(threads, timeouts, &[]),
+    ))
+}
