@@ -70,11 +70,25 @@ impl ConnBuf {
     /// Reads once from `stream`, appending. `Ok(0)` is end of stream.
     pub async fn fill<S: AsyncReadRent>(&mut self, stream: &mut S) -> io::Result<usize> {
         self.reserve()?;
-        let buf = std::mem::take(&mut self.buf);
+        let (buf, start) = self.lend();
         let (len, cap) = (buf.len(), buf.capacity());
         let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
-        self.buf = slice.into_inner();
+        self.give_back(slice.into_inner(), start);
         res
+    }
+
+    /// Takes the storage out for an operation that owns it while it runs.
+    /// The buffer is left empty and consistent (`start` 0): if the
+    /// operation is dropped mid-flight, its bytes leave with it and the
+    /// buffer stays usable (an early response drops the request relay so).
+    fn lend(&mut self) -> (Vec<u8>, usize) {
+        (std::mem::take(&mut self.buf), std::mem::take(&mut self.start))
+    }
+
+    /// Puts back what `lend` took once the operation finished.
+    fn give_back(&mut self, buf: Vec<u8>, start: usize) {
+        self.buf = buf;
+        self.start = start;
     }
 
     /// Like `fill`, but ends early with an error when `cancel` fires; the
@@ -85,19 +99,19 @@ impl ConnBuf {
         cancel: CancelHandle,
     ) -> io::Result<usize> {
         self.reserve()?;
-        let buf = std::mem::take(&mut self.buf);
+        let (buf, start) = self.lend();
         let (len, cap) = (buf.len(), buf.capacity());
         let (res, slice) = stream.cancelable_read(buf.slice_mut(len..cap), cancel).await;
-        self.buf = slice.into_inner();
+        self.give_back(slice.into_inner(), start);
         res
     }
 
     /// Writes the first `n` buffered bytes to `stream` and consumes them.
     pub async fn write_to<S: AsyncWriteRentExt>(&mut self, stream: &mut S, n: usize) -> io::Result<()> {
         let n = n.min(self.len());
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = stream.write_all(buf.slice(self.start..self.start + n)).await;
-        self.buf = slice.into_inner();
+        let (buf, start) = self.lend();
+        let (res, slice) = stream.write_all(buf.slice(start..start + n)).await;
+        self.give_back(slice.into_inner(), start);
         res?;
         self.consume(n);
         Ok(())
@@ -150,4 +164,55 @@ pub async fn write_out<S: AsyncWriteRentExt>(stream: &mut S, out: &mut Vec<u8>) 
     buf.clear();
     *out = buf;
     res.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    /// A reader that never finishes, so its operation can be dropped
+    /// mid-flight, holding the buffer.
+    struct Stalled;
+
+    impl AsyncReadRent for Stalled {
+        fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> impl Future<Output = monoio::BufResult<usize, T>> {
+            async move {
+                std::future::pending::<()>().await;
+                (Ok(0), buf)
+            }
+        }
+
+        fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = monoio::BufResult<usize, T>> {
+            async move {
+                std::future::pending::<()>().await;
+                (Ok(0), buf)
+            }
+        }
+    }
+
+    /// Found by the early-response test: dropping a read after some bytes
+    /// were consumed left `start` past the (taken, empty) storage, and the
+    /// next `len()` underflowed, killing the worker.
+    #[test]
+    fn a_dropped_operation_leaves_an_empty_usable_buffer() {
+        let mut b = ConnBuf::new(64, 64);
+        b.buf.extend_from_slice(b"0123456789");
+        b.consume(4);
+        let mut stalled = Stalled;
+        {
+            let mut read = pin!(b.fill(&mut stalled));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!((b.len(), b.data()), (0, &b""[..]));
+        assert!(b.is_empty());
+        b.consume(3);
+        assert!(b.release().is_none(), "no storage left to release");
+        let old = b.switch_to(Vec::with_capacity(32));
+        assert!(old.is_empty());
+        assert_eq!(b.len(), 0);
+    }
 }
