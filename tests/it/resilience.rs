@@ -627,8 +627,13 @@ fn max_conns_with_a_short_queue_answers_503_quickly() {
     assert_eq!(ok + refused.len(), 3, "{results:?}");
     assert!(ok >= 1, "{results:?}");
     assert!(!refused.is_empty(), "no 503 though max_conns = 1: {results:?}");
+    // A 503 comes from the queue timeout, not from waiting for the slot: it
+    // beats the 300 ms the served request takes. On a loaded machine both
+    // come later, so the served request's own time is the bound then.
+    let served = results.iter().filter(|(s, _)| *s == 200).map(|(_, d)| *d).min().expect("a 200");
+    let bound = Duration::from_millis(280).max(served);
     for d in &refused {
-        assert!(*d < Duration::from_millis(280), "a 503 took {d:?} with queue_timeout = 100ms");
+        assert!(*d < bound, "a 503 took {d:?} with queue_timeout = 100ms (the 200 took {served:?})");
     }
     assert_eq!(a.max_concurrent(), 1, "max_conns = 1 was exceeded");
 }

@@ -847,6 +847,12 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config_path);
+        if std::thread::panicking() {
+            // The test failed: what the proxy said may tell why (given a
+            // moment to be collected after the kill).
+            std::thread::sleep(Duration::from_millis(100));
+            eprintln!("stderr of the proxy (pid {}):\n{}", self.child.id(), self.stderr());
+        }
     }
 }
 
