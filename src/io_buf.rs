@@ -178,18 +178,14 @@ mod tests {
     struct Stalled;
 
     impl AsyncReadRent for Stalled {
-        fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> impl Future<Output = monoio::BufResult<usize, T>> {
-            async move {
-                std::future::pending::<()>().await;
-                (Ok(0), buf)
-            }
+        async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+            std::future::pending::<()>().await;
+            (Ok(0), buf)
         }
 
-        fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = monoio::BufResult<usize, T>> {
-            async move {
-                std::future::pending::<()>().await;
-                (Ok(0), buf)
-            }
+        async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
+            std::future::pending::<()>().await;
+            (Ok(0), buf)
         }
     }
 
