@@ -3,8 +3,9 @@
 //! `Connection: close`, listeners stop accepting, and a connection accepted
 //! just before the stop still gets its first request answered.
 
+use crate::support::ops::refused_within;
 use crate::support::*;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,19 +58,6 @@ bind = "127.0.0.1:0"
 routes = [ {{ prefix = "/", upstream = "a" }} ]
 "#
     )
-}
-
-/// Polls until connecting to `addr` is refused; returns whether it was
-/// within `wait`.
-fn refused_within(addr: SocketAddr, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
-            _ if Instant::now() >= deadline => return false,
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
 }
 
 /// The open client connections the proxy counts (admin `/metrics`).
