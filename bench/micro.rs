@@ -149,7 +149,13 @@ fn request_parse(c: &mut Criterion) {
             b.iter(|| {
                 let req =
                     request::parse(black_box(head), &mut slots, &limits, HttpPolicy::defaults()).expect("valid head");
-                request::write_upstream_head(&req, req.path, client.as_bytes(), HttpPolicy::defaults(), &mut out);
+                request::write_upstream_head(
+                    &req,
+                    req.path,
+                    &request::Forwarded::plain(client.as_bytes()),
+                    HttpPolicy::defaults(),
+                    &mut out,
+                );
                 out.len()
             })
         });

@@ -177,7 +177,7 @@ pub fn check_request_head(data: &[u8]) {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(ctrl)))
     };
     let mut out = Vec::new();
-    request::write_upstream_head(&req, &path, client.to_string().as_bytes(), HttpPolicy::defaults(), &mut out);
+    request::write_upstream_head(&req, &path, &request::Forwarded::plain(client.to_string().as_bytes()), HttpPolicy::defaults(), &mut out);
     assert_crlf_only(&out);
 
     let mut headers = [httparse::EMPTY_HEADER; 512];

@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;

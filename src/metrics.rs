@@ -98,6 +98,8 @@ pub struct WorkerMetrics {
     retries: u64,
     /// What the edge rules did to requests (see `EdgeCounts`).
     pub edge: EdgeCounts,
+    /// TLS handshakes on listeners.
+    pub tls: TlsCounts,
 }
 
 /// Counters for requests the edge rules changed or refused, so an operator
@@ -134,6 +136,7 @@ impl Default for WorkerMetrics {
             connections: IdMap::default(),
             retries: 0,
             edge: EdgeCounts::default(),
+            tls: TlsCounts::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ impl WorkerMetrics {
             connections: self.connections.values().map(|(l, n)| (Arc::clone(l), *n)).collect(),
             retries: self.retries,
             edge: self.edge,
+            tls: self.tls.clone(),
             pools,
         }
     }
@@ -220,6 +224,8 @@ pub struct WorkerSnapshot {
     pub retries: u64,
     /// What the edge checks refused or changed.
     pub edge: EdgeCounts,
+    /// TLS handshakes.
+    pub tls: TlsCounts,
     /// Pooled connections by server.
     pub pools: Vec<PoolGauge>,
 }
@@ -355,6 +361,7 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     let _ = writeln!(out, "# HELP ringway_upgrades_stripped_total Upgrade offers removed because [http] upgrades does not list them.\n# TYPE ringway_upgrades_stripped_total counter\nringway_upgrades_stripped_total {}", edge.upgrades_stripped);
     let _ = writeln!(out, "# HELP ringway_early_responses_total Responses relayed before the request body was sent.\n# TYPE ringway_early_responses_total counter\nringway_early_responses_total {}", edge.early_responses);
     let _ = writeln!(out, "# HELP ringway_request_lines_refused_total Connections refused at their first bytes (not an HTTP request line).\n# TYPE ringway_request_lines_refused_total counter\nringway_request_lines_refused_total {}", edge.request_lines_refused);
+    tls::render(snaps.iter().map(|s| &s.tls), &mut out);
     let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
     out
 }
@@ -367,6 +374,9 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
         v.into()
     }
 }
+
+mod tls;
+pub use tls::TlsCounts;
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,8 @@ pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upgraded (e.g. WebSocket) connection with no bytes either way is closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A TLS handshake on a listener, from the accept.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[limits]`: the largest request the proxy accepts.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,8 @@ pub struct Timeouts {
     pub upstream_send: Duration,
     /// An upgraded connection with no bytes in either direction.
     pub tunnel_idle: Duration,
+    /// A TLS handshake on a listener, from the accept to its end.
+    pub tls_handshake: Duration,
 }
 
 impl Builder<'_> {
@@ -116,6 +120,7 @@ impl Builder<'_> {
             )?,
             upstream_send: get(&t.upstream_send, "timeouts.upstream_send", DEFAULT_UPSTREAM_SEND_TIMEOUT)?,
             tunnel_idle: get(&t.tunnel_idle, "timeouts.tunnel_idle", DEFAULT_TUNNEL_IDLE_TIMEOUT)?,
+            tls_handshake: get(&t.tls_handshake, "timeouts.tls_handshake", DEFAULT_TLS_HANDSHAKE_TIMEOUT)?,
         })
     }
 }

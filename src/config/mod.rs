@@ -14,6 +14,7 @@ mod http;
 mod limits;
 mod raw;
 mod runtime;
+mod tls;
 mod upstream;
 mod wording;
 
@@ -23,13 +24,14 @@ pub use http::{HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
 pub use limits::{
     Limits, Timeouts, DEFAULT_CLIENT_BODY_TIMEOUT, DEFAULT_CLIENT_HEADER_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT,
     DEFAULT_CLIENT_SEND_TIMEOUT, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_TARGET_BYTES,
-    DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_UPSTREAM_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
-    DEFAULT_UPSTREAM_SEND_TIMEOUT, MAX_HEADERS_CEILING,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+    DEFAULT_UPSTREAM_RESPONSE_TIMEOUT, DEFAULT_UPSTREAM_SEND_TIMEOUT, MAX_HEADERS_CEILING,
 };
 pub use runtime::{
     AccessLogConfig, Driver, LogFormat, LogTarget, RingConfig, RuntimeConfig, DEFAULT_READ_BUFFER_BYTES,
     DEFAULT_RING_ENTRIES, DEFAULT_SHUTDOWN_TIMEOUT,
 };
+pub use tls::ListenerTls;
 pub use upstream::DEFAULT_KEEPALIVE;
 
 use crate::metrics::RouteLabels;
@@ -64,6 +66,12 @@ pub enum RouteAction {
     },
     /// Answer locally with this status.
     Status(u16),
+    /// Answer 308 to the same host and target over HTTPS (`redirect =
+    /// "https"`), on this port (absent: the default, 443).
+    RedirectHttps {
+        /// The port written into `Location` (omitted when 443).
+        port: Option<u16>,
+    },
 }
 
 /// A `[[listeners]]` entry: an address and the routes served on it.
@@ -77,6 +85,8 @@ pub struct Listener {
     pub routes: Router<Route>,
     /// Labels for requests no route matched (answered 404).
     pub no_route: Arc<RouteLabels>,
+    /// Terminate TLS (the `tls` table); absent: plaintext.
+    pub tls: Option<ListenerTls>,
 }
 
 /// One complete, validated configuration snapshot.
@@ -203,7 +213,21 @@ impl Builder<'_> {
         let mut routes = Router::new();
         for r in &l.routes {
             let r = r.get_ref();
+            if let Some(to) = &r.redirect {
+                if r.upstream.is_some() || r.status.is_some() || to.get_ref() != "https" {
+                    return Err(self.err(
+                        to,
+                        "listeners.routes.redirect",
+                        "`redirect = \"https\"` is the only redirect, and it stands alone (no `upstream` or `status`)",
+                    ));
+                }
+            } else if let Some(p) = &r.redirect_port {
+                return Err(self.err(p, "listeners.routes.redirect_port", "only with `redirect = \"https\"`"));
+            }
             let action = match (&r.upstream, &r.status) {
+                _ if r.redirect.is_some() => {
+                    RouteAction::RedirectHttps { port: r.redirect_port.as_ref().map(|p| *p.get_ref()) }
+                }
                 (Some(u), None) => match upstreams.get(u.get_ref()) {
                     Some(&i) => RouteAction::Proxy { upstream: i, strip_prefix: r.strip_prefix },
                     None => {
@@ -220,13 +244,13 @@ impl Builder<'_> {
                     return Err(self.err(
                         &r.prefix,
                         "listeners.routes",
-                        "a route needs exactly one of `upstream` or `status`",
+                        "a route needs exactly one of `upstream`, `status` or `redirect`",
                     ))
                 }
             };
             let upstream_label = match &action {
                 RouteAction::Proxy { upstream, .. } => Arc::clone(&upstream_names[*upstream]),
-                RouteAction::Status(_) => Arc::clone(&dash),
+                RouteAction::Status(_) | RouteAction::RedirectHttps { .. } => Arc::clone(&dash),
             };
             let labels = Arc::new(RouteLabels {
                 listener: Arc::clone(&name),
@@ -238,7 +262,8 @@ impl Builder<'_> {
                 .map_err(|e| self.route_error(e, &l.routes, &r.prefix))?;
         }
         let no_route = Arc::new(RouteLabels { listener: Arc::clone(&name), route: Arc::clone(&dash), upstream: dash });
-        Ok(Listener { name, bind, routes, no_route })
+        let tls = l.tls.as_ref().map(|t| self.listener_tls(t)).transpose()?;
+        Ok(Listener { name, bind, routes, no_route, tls })
     }
 }
 

@@ -82,6 +82,7 @@ pub struct RawTimeouts {
     pub upstream_response: Option<Spanned<String>>,
     pub upstream_send: Option<Spanned<String>>,
     pub tunnel_idle: Option<Spanned<String>>,
+    pub tls_handshake: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +101,35 @@ pub struct RawUpstream {
     pub idle_timeout: Option<Spanned<String>>,
     pub queue_timeout: Option<Spanned<String>>,
     pub resolve_every: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub sni: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub verify: Option<bool>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Spanned<Vec<Spanned<RawCertificate>>>,
+    pub min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sni_strict: bool,
+    pub client_ca: Option<Spanned<String>>,
+    pub client_subject_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// A server as a plain `"host:port"` string or a table.
@@ -157,6 +187,7 @@ pub struct RawListener {
     pub bind: Spanned<String>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    pub tls: Option<Spanned<RawListenerTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +196,8 @@ pub struct RawRoute {
     pub prefix: Spanned<String>,
     pub upstream: Option<Spanned<String>>,
     pub status: Option<Spanned<u16>>,
+    pub redirect: Option<Spanned<String>>,
+    pub redirect_port: Option<Spanned<u16>>,
     #[serde(default)]
     pub strip_prefix: bool,
 }

@@ -97,7 +97,9 @@ impl Builder<'_> {
                 .transpose()?,
         };
         let keepalive = up.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| *k.get_ref());
-        Ok(Upstream::new(name.get_ref().as_str().into(), members, keepalive, policy))
+        let mut built = Upstream::new(name.get_ref().as_str().into(), members, keepalive, policy);
+        built.tls = up.tls.as_ref().map(|t| self.upstream_tls(t, &key)).transpose()?;
+        Ok(built)
     }
 
     fn server(&self, upstream: &str, s: &Spanned<RawServer>, key: &str, owner: &str) -> Result<Server, ConfigError> {

@@ -9,7 +9,7 @@ use crate::config::{HttpPolicy, Limits, Underscores};
 use std::mem::MaybeUninit;
 
 mod upstream_head;
-pub use upstream_head::write_upstream_head;
+pub use upstream_head::{write_upstream_head, Forwarded};
 
 /// Why a request was refused; each maps to one status, and the client
 /// connection is closed after the answer.

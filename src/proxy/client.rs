@@ -2,7 +2,7 @@
 //! the next request head, lending buffers back to the worker while idle,
 //! and closing without losing the last response.
 
-use super::conn::ClientConn;
+use super::conn::Conn;
 use super::error::ProxyError;
 use super::local::CONTINUE;
 use super::{Exchange, Session, KEEP_SCRATCH_BYTES, LINGER};
@@ -224,7 +224,7 @@ impl Session {
 /// byte came. Returns the canceller to reuse (a fresh one after a cancel).
 async fn hot_fill(
     buf: &mut ConnBuf,
-    client: &mut ClientConn,
+    client: &mut Conn,
     expiry: IdleExpiry,
     canceller: Canceller,
 ) -> (Option<std::io::Result<usize>>, Canceller) {
@@ -243,7 +243,7 @@ async fn hot_fill(
 }
 
 /// One read that must end by `deadline` (`TimedOut` if it does not).
-async fn read_until(buf: &mut ConnBuf, client: &mut ClientConn, deadline: Instant) -> std::io::Result<usize> {
+async fn read_until(buf: &mut ConnBuf, client: &mut Conn, deadline: Instant) -> std::io::Result<usize> {
     let left = deadline.saturating_duration_since(Instant::now());
     match timeout(left, buf.fill(client)).await {
         Ok(r) => r,
@@ -252,7 +252,7 @@ async fn read_until(buf: &mut ConnBuf, client: &mut ClientConn, deadline: Instan
 }
 
 /// Reads and drops what the client still sends, for up to `LINGER`.
-async fn linger(buf: &mut ConnBuf, client: &mut ClientConn) {
+async fn linger(buf: &mut ConnBuf, client: &mut Conn) {
     let until = Instant::now() + LINGER;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match timeout(left, buf.fill(client)).await {

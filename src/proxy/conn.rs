@@ -1,61 +1,93 @@
-//! `ClientConn`: the client side of a session, whatever carries it. Today a
-//! plain TCP stream; a TLS stream becomes a second variant without touching
-//! the request path, which reads and writes through these trait impls (enum
-//! dispatch: a `match`, not a trait object, on every operation).
+//! `Conn`: one side of a session, whatever carries it: a plain TCP stream
+//! or a TLS stream (`tls::TlsStream`). The request path reads and writes
+//! through these trait impls (enum dispatch: a `match`, not a trait object,
+//! on every operation), so it is the same code over plaintext and TLS.
+//! A TLS operation's future is boxed: it is several times a plain one's,
+//! and every connection's task (idle ones included) is as large as the
+//! largest future it awaits inline. One small allocation per TLS read or
+//! write is cheap next to the record's crypto.
 
+use crate::tls::TlsStream;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
+use pin_project_lite::pin_project;
 use socket2::SockRef;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-/// A client connection.
-pub enum ClientConn {
+/// A connection, client or upstream side.
+pub enum Conn {
     /// Plaintext HTTP over TCP.
     Plain(TcpStream),
+    /// HTTP over TLS (boxed: the rustls state is large, and a plain
+    /// connection should not pay for it).
+    Tls(Box<TlsStream>),
 }
 
-impl ClientConn {
+impl Conn {
     /// Waits until the connection has bytes to read (or is closed), holding
     /// no buffer: how an idle keep-alive connection waits.
-    pub async fn readable(&self, relaxed: bool) -> io::Result<()> {
+    pub async fn readable(&mut self, relaxed: bool) -> io::Result<()> {
         match self {
-            ClientConn::Plain(s) => s.readable(relaxed).await,
+            Conn::Plain(s) => s.readable(relaxed).await,
+            Conn::Tls(s) => Box::pin(s.readable(relaxed)).await,
+        }
+    }
+
+    /// The subject of the client's verified certificate (mTLS listeners).
+    pub fn client_subject(&self) -> Option<&[u8]> {
+        match self {
+            Conn::Plain(_) => None,
+            Conn::Tls(s) => s.peer_subject.as_deref(),
+        }
+    }
+
+    /// The TLS session, on a TLS connection.
+    pub fn tls(&self) -> Option<&rustls::Connection> {
+        match self {
+            Conn::Plain(_) => None,
+            Conn::Tls(s) => Some(s.session()),
         }
     }
 
     /// Whether the client's next bytes already arrived (one non-blocking
     /// peek; used only during a graceful stop, to serve a request that was
     /// already on its way instead of closing under it).
-    pub fn has_bytes_waiting(&self) -> bool {
+    pub fn has_bytes_waiting(&mut self) -> bool {
         match self {
-            ClientConn::Plain(s) => peek_one(s),
+            Conn::Plain(s) => peek_one(s),
+            Conn::Tls(s) => s.has_buffered() || peek_one(s.tcp()),
         }
     }
 }
 
-impl AsyncReadRent for ClientConn {
+impl AsyncReadRent for Conn {
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            ClientConn::Plain(s) => s.read(buf),
+            Conn::Plain(s) => Either::Plain { f: s.read(buf) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.read(buf)) },
         }
     }
 
     fn readv<T: IoVecBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            ClientConn::Plain(s) => s.readv(buf),
+            Conn::Plain(s) => Either::Plain { f: s.readv(buf) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.readv(buf)) },
         }
     }
 }
 
-impl CancelableAsyncReadRent for ClientConn {
+impl CancelableAsyncReadRent for Conn {
     fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            ClientConn::Plain(s) => s.cancelable_read(buf, c),
+            Conn::Plain(s) => Either::Plain { f: s.cancelable_read(buf, c) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.cancelable_read(buf, c)) },
         }
     }
 
@@ -65,33 +97,62 @@ impl CancelableAsyncReadRent for ClientConn {
         c: CancelHandle,
     ) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            ClientConn::Plain(s) => s.cancelable_readv(buf, c),
+            Conn::Plain(s) => Either::Plain { f: s.cancelable_readv(buf, c) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.cancelable_readv(buf, c)) },
         }
     }
 }
 
-impl AsyncWriteRent for ClientConn {
+impl AsyncWriteRent for Conn {
     fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            ClientConn::Plain(s) => s.write(buf),
+            Conn::Plain(s) => Either::Plain { f: s.write(buf) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.write(buf)) },
         }
     }
 
     fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            ClientConn::Plain(s) => s.writev(buf_vec),
+            Conn::Plain(s) => Either::Plain { f: s.writev(buf_vec) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.writev(buf_vec)) },
         }
     }
 
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
         match self {
-            ClientConn::Plain(s) => s.flush(),
+            Conn::Plain(s) => Either::Plain { f: s.flush() },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.flush()) },
         }
     }
 
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
         match self {
-            ClientConn::Plain(s) => s.shutdown(),
+            Conn::Plain(s) => Either::Plain { f: s.shutdown() },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.shutdown()) },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of one operation on either variant, without an `async`
+    /// wrapper (which would store the operation's arguments a second time
+    /// in every connection's task).
+    #[project = EitherProj]
+    pub enum Either<P, T> {
+        /// A plain socket operation, inline.
+        Plain { #[pin] f: P },
+        /// A TLS operation, boxed.
+        Tls { #[pin] f: T },
+    }
+}
+
+impl<P: Future, T: Future<Output = P::Output>> Future for Either<P, T> {
+    type Output = P::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
+        match self.project() {
+            EitherProj::Plain { f } => f.poll(cx),
+            EitherProj::Tls { f } => f.poll(cx),
         }
     }
 }

@@ -21,6 +21,7 @@ pub fn reason(status: u16) -> &'static str {
         204 => "No Content",
         301 => "Moved Permanently",
         302 => "Found",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -43,16 +44,22 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A complete response with a short text body. `head_only` omits the body
-/// (answering HEAD) but keeps its length.
-/// Returns the body bytes written.
-pub fn write_status(status: u16, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) -> u64 {
+/// A complete response with a short text body, and a `Location` field for
+/// a redirect. `head_only` omits the body (answering HEAD) but keeps its
+/// length. Returns the body bytes written.
+fn write_answer(status: u16, location: Option<&[u8]>, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) -> u64 {
     out.clear();
     let reason = reason(status);
     let body_len = 3 + 1 + reason.len() + 1;
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\nServer: ringway\r\n");
+    if let Some(location) = location {
+        out.extend_from_slice(b"Location: ");
+        out.extend_from_slice(location);
+        out.extend_from_slice(b"\r\n");
+    }
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nServer: ringway\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\n{}\r\n",
+        "Content-Type: text/plain\r\nContent-Length: {body_len}\r\n{}\r\n",
         if keep_alive { "" } else { "Connection: close\r\n" }
     );
     if head_only {
@@ -83,6 +90,7 @@ impl Session {
     /// Answers a failed request with its status, if nothing was sent yet.
     pub(super) async fn answer_error(&mut self, e: ProxyError) {
         log::debug!("{} side failed for {}: {e:?}", side_name(e.side()), self.peer);
+        self.req.redirect = false;
         match (self.req.response_started, e.status()) {
             (false, Some(status)) => {
                 // The connection closes after it either way.
@@ -96,7 +104,10 @@ impl Session {
     /// The one way a local answer leaves: written whole within
     /// `client_send`.
     async fn send_local(&mut self, status: u16, keep_alive: bool, head_only: bool) -> Result<(), ProxyError> {
-        self.req.bytes_sent = write_status(status, keep_alive, head_only, &mut self.out);
+        // A redirect's Location was written into `uhead` by the routing
+        // phase (a local answer sends nothing upstream).
+        let location = self.req.redirect.then_some(&self.uhead[..]);
+        self.req.bytes_sent = write_answer(status, location, keep_alive, head_only, &mut self.out);
         self.req.response_started = true;
         self.req.status = status;
         self.send_out().await
@@ -123,13 +134,13 @@ mod tests {
     #[test]
     fn status_response_is_framed() {
         let mut out = Vec::new();
-        write_status(403, true, false, &mut out);
+        write_answer(403, None, true, false, &mut out);
         let text = String::from_utf8(out).expect("ascii");
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
         assert!(text.contains("Content-Length: 14\r\n"));
         assert!(text.ends_with("\r\n\r\n403 Forbidden\n"));
         let mut out = Vec::new();
-        write_status(502, false, true, &mut out);
+        write_answer(502, None, false, true, &mut out);
         let text = String::from_utf8(out).expect("ascii");
         assert!(text.contains("Connection: close\r\n") && text.ends_with("\r\n\r\n"));
     }

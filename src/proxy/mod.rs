@@ -32,6 +32,7 @@ mod client;
 mod conn;
 mod error;
 mod forward;
+mod handshake;
 mod local;
 mod log_fields;
 mod request_state;
@@ -40,8 +41,9 @@ mod routing;
 mod send;
 mod tunnel;
 
-pub use conn::ClientConn;
+pub use conn::Conn;
 pub use error::{ProxyError, Retry, Side};
+pub use handshake::serve_tls;
 pub use local::reason;
 
 use crate::http::head::HeadScanner;
@@ -91,6 +93,8 @@ struct Exchange {
 enum Action {
     Local(u16),
     Proxy(usize),
+    /// 308 to HTTPS; the `Location` is in `uhead`.
+    Redirect,
 }
 
 /// How an exchange left the client connection.
@@ -112,7 +116,7 @@ pub struct Session {
     /// The listener that accepted the connection (its routes and labels).
     listener: Arc<str>,
     /// The client's connection.
-    client: ClientConn,
+    client: Conn,
     /// The client's address, for logs and hash balancing.
     peer: SocketAddr,
     /// The client's IP as text, for X-Forwarded-For (formatted once).
@@ -155,11 +159,17 @@ pub struct Session {
 
 impl Session {
     /// A session for a connection `listener` accepted from `peer`.
-    pub fn new(worker: Rc<Worker>, listener: Arc<str>, client: ClientConn, peer: SocketAddr) -> Self {
-        let config = worker.config();
-        let (rb, max_head) = (config.runtime.read_buffer, config.limits.max_header_bytes + 1);
+    pub fn new(worker: Rc<Worker>, listener: Arc<str>, client: Conn, peer: SocketAddr) -> Self {
         worker.metrics.borrow_mut().connection_opened(&listener);
         worker.connection_opened();
+        Session::counted(worker, listener, client, peer)
+    }
+
+    /// `new` for a connection already counted as open (a TLS one, counted
+    /// from its accept, handshake included).
+    fn counted(worker: Rc<Worker>, listener: Arc<str>, client: Conn, peer: SocketAddr) -> Self {
+        let config = worker.config();
+        let (rb, max_head) = (config.runtime.read_buffer, config.limits.max_header_bytes + 1);
         Session {
             config,
             listener,
@@ -237,8 +247,9 @@ impl Session {
                 Next::Upgrade(upstream) => {
                     self.worker.metrics.borrow_mut().connection_closed(&self.listener);
                     self.worker.connection_closed();
-                    let Session { client, cbuf, ubuf, config, .. } = self;
-                    return Box::pin(tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle)).await;
+                    // Boxed, and the session moved into it: the tunnel's
+                    // state is not part of every connection's task.
+                    return Box::pin(self.into_tunnel(upstream)).await;
                 }
             }
         }
@@ -248,6 +259,12 @@ impl Session {
         self.shrink_for_idle();
         self.worker.metrics.borrow_mut().connection_closed(&self.listener);
         self.worker.connection_closed();
+    }
+
+    /// Becomes a tunnel over the client connection and `upstream`.
+    async fn into_tunnel(self, upstream: TcpStream) {
+        let Session { client, cbuf, ubuf, config, .. } = self;
+        tunnel::run(client, cbuf, Conn::Plain(upstream), ubuf, config.timeouts.tunnel_idle).await
     }
 
     /// Counts the request that just ended.
@@ -273,6 +290,7 @@ impl Session {
     async fn exchange(&mut self, x: Exchange) -> Result<Next, ProxyError> {
         match x.action {
             Action::Local(status) => self.answer_locally(status, x).await,
+            Action::Redirect => self.answer_locally(308, x).await,
             Action::Proxy(upstream) => self.proxy(upstream, x).await,
         }
     }

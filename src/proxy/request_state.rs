@@ -38,4 +38,7 @@ pub(super) struct RequestState {
     /// A response went out before the request body was read to its end
     /// (see `send`): the connection closes, lingering over the rest.
     pub(super) body_unread: bool,
+    /// The answer is a redirect to HTTPS, its `Location` in
+    /// `Session::uhead` (written by the routing phase).
+    pub(super) redirect: bool,
 }

@@ -68,6 +68,15 @@ impl Session {
         let action = match route.map(|(r, m)| (&r.action, m)) {
             None => Action::Local(404),
             Some((RouteAction::Status(s), _)) => Action::Local(*s),
+            Some((RouteAction::RedirectHttps { port }, _)) => {
+                if req.host.is_empty() {
+                    return Err(ProxyError::Request(RequestError::BadRequest("no Host to redirect to")));
+                }
+                // The Location is kept where the upstream head would be.
+                https_location(req.host, *port, req.path, req.query, &mut self.uhead);
+                self.req.redirect = true;
+                Action::Redirect
+            }
             Some((RouteAction::Proxy { upstream, strip_prefix }, matched)) => {
                 let path: &[u8] = match (asterisk, strip_prefix) {
                     (true, _) => b"*",
@@ -75,8 +84,13 @@ impl Session {
                     (false, true) => b"/",
                     (false, false) => &self.path,
                 };
-                let dropped =
-                    request::write_upstream_head(&req, path, self.peer_text.as_bytes(), &config.http, &mut self.uhead);
+                let subject_header = listener.tls.as_ref().and_then(|t| t.client_subject_header.as_deref());
+                let fwd = request::Forwarded {
+                    client: self.peer_text.as_bytes(),
+                    proto: if self.client.tls().is_some() { b"https" } else { b"http" },
+                    client_subject: subject_header.map(|h| (h, self.client.client_subject())),
+                };
+                let dropped = request::write_upstream_head(&req, path, &fwd, &config.http, &mut self.uhead);
                 if dropped > 0 {
                     self.worker.metrics.borrow_mut().edge.underscored_dropped += dropped as u64;
                 }
@@ -102,6 +116,26 @@ impl Session {
             action,
         })
     }
+}
+
+/// `https://HOST[:PORT]TARGET`: the request's host without its port, the
+/// configured port unless it is 443, and the target as the client sent it.
+fn https_location(host: &[u8], port: Option<u16>, path: &[u8], query: &[u8], out: &mut Vec<u8>) {
+    // `[v6]:port` or `name:port`: the port follows the last `:` after any `]`.
+    let after_bracket = host.iter().rposition(|&b| b == b']').map_or(0, |i| i + 1);
+    let name = match host[after_bracket..].iter().position(|&b| b == b':') {
+        Some(colon) => &host[..after_bracket + colon],
+        None => host,
+    };
+    out.clear();
+    out.extend_from_slice(b"https://");
+    out.extend_from_slice(name);
+    if let Some(p) = port.filter(|&p| p != 443) {
+        out.push(b':');
+        crate::http::headers::push_decimal(out, u64::from(p));
+    }
+    out.extend_from_slice(path);
+    out.extend_from_slice(query);
 }
 
 /// An IP address as text, stored inline (the longest IPv6 text is 45 bytes).
@@ -151,5 +185,25 @@ fn balance_key(key: &HashKey, req: &request::Request<'_, '_>, peer: SocketAddr) 
                 .next();
             hash_bytes(value.unwrap_or_default())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_location;
+
+    #[test]
+    fn redirects_keep_host_and_target_and_swap_the_port() {
+        let loc = |host: &[u8], port, path: &[u8], query: &[u8]| {
+            let mut out = Vec::new();
+            https_location(host, port, path, query, &mut out);
+            String::from_utf8(out).expect("ascii")
+        };
+        assert_eq!(loc(b"example.com", None, b"/a/b", b"?x=1"), "https://example.com/a/b?x=1");
+        assert_eq!(loc(b"example.com:8080", None, b"/", b""), "https://example.com/");
+        assert_eq!(loc(b"example.com:8080", Some(8443), b"/", b""), "https://example.com:8443/");
+        assert_eq!(loc(b"example.com", Some(443), b"/", b""), "https://example.com/");
+        assert_eq!(loc(b"[::1]:8080", Some(8443), b"/p", b""), "https://[::1]:8443/p");
+        assert_eq!(loc(b"[::1]", None, b"/p", b""), "https://[::1]/p");
     }
 }

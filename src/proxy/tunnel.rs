@@ -1,23 +1,48 @@
 //! Upgraded connections (WebSocket and other `101 Switching Protocols`):
 //! after the 101, bytes flow both ways unchanged until a side closes or
-//! neither side has sent anything for `tunnel_idle`.
+//! neither side has sent anything for `tunnel_idle`. Either side may be
+//! plain or TLS; each splits into halves so both directions run at once.
 
-use super::conn::ClientConn;
+use super::conn::Conn;
 use crate::io_buf::ConnBuf;
-use monoio::io::{AsyncWriteRent, CancelHandle, Canceller, OwnedReadHalf, OwnedWriteHalf, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, Canceller, Splitable};
 use monoio::time::timeout;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// Relays between `client` and `upstream`. `cbuf`/`ubuf` may already hold
 /// bytes each side sent before the switch; they go first.
-pub async fn run(client: ClientConn, cbuf: ConnBuf, upstream: TcpStream, ubuf: ConnBuf, idle: Duration) {
-    // Each variant splits its own way (a TLS stream will need its own halves).
-    let (cr, cw) = match client {
-        ClientConn::Plain(s) => s.into_split(),
-    };
-    let (ur, uw) = upstream.into_split();
+pub async fn run(client: Conn, cbuf: ConnBuf, upstream: Conn, ubuf: ConnBuf, idle: Duration) {
+    // One monomorphic relay per pair of variants.
+    match (client, upstream) {
+        (Conn::Plain(c), Conn::Plain(u)) => {
+            let ((cr, cw), (ur, uw)) = (c.into_split(), u.into_split());
+            relay((cr, cw, cbuf), (ur, uw, ubuf), idle).await
+        }
+        (Conn::Plain(c), Conn::Tls(u)) => {
+            let ((cr, cw), (ur, uw)) = (c.into_split(), u.into_split());
+            relay((cr, cw, cbuf), (ur, uw, ubuf), idle).await
+        }
+        (Conn::Tls(c), Conn::Plain(u)) => {
+            let ((cr, cw), (ur, uw)) = (c.into_split(), u.into_split());
+            relay((cr, cw, cbuf), (ur, uw, ubuf), idle).await
+        }
+        (Conn::Tls(c), Conn::Tls(u)) => {
+            let ((cr, cw), (ur, uw)) = (c.into_split(), u.into_split());
+            relay((cr, cw, cbuf), (ur, uw, ubuf), idle).await
+        }
+    }
+}
+
+async fn relay<CR, CW, UR, UW>(client: (CR, CW, ConnBuf), upstream: (UR, UW, ConnBuf), idle: Duration)
+where
+    CR: CancelableAsyncReadRent,
+    CW: AsyncWriteRent,
+    UR: CancelableAsyncReadRent,
+    UW: AsyncWriteRent,
+{
+    let (cr, cw, cbuf) = client;
+    let (ur, uw, ubuf) = upstream;
     let last = Cell::new(Instant::now());
     let canceller = Canceller::new();
     let to_upstream = pump(cr, uw, cbuf, canceller.handle(), &last, idle);
@@ -42,9 +67,9 @@ pub async fn run(client: ClientConn, cbuf: ConnBuf, upstream: TcpStream, ubuf: C
     }
 }
 
-async fn pump(
-    mut from: OwnedReadHalf<TcpStream>,
-    mut to: OwnedWriteHalf<TcpStream>,
+async fn pump<R: CancelableAsyncReadRent, W: AsyncWriteRent>(
+    mut from: R,
+    mut to: W,
     mut buf: ConnBuf,
     cancel: CancelHandle,
     last: &Cell<Instant>,

@@ -10,7 +10,7 @@ use super::worker_log::WorkerLog;
 use crate::access_log;
 use crate::config::Config;
 use crate::metrics::{PoolGauge, WorkerMetrics};
-use crate::proxy::{ClientConn, Session};
+use crate::proxy::{serve_tls, Conn, Session};
 use crate::upstream::UpstreamPools;
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
@@ -372,9 +372,25 @@ async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, 
             Ok((stream, peer)) => {
                 // TCP_NODELAY comes from the listening socket (Linux copies
                 // it to accepted ones), saving a syscall per connection.
-                monoio::spawn(
-                    Session::new(Rc::clone(&worker), Arc::clone(&name), ClientConn::Plain(stream), peer).run(),
-                );
+                // TLS: the listener's current certificates, so a reload
+                // applies to the next handshake.
+                let tls = worker
+                    .config()
+                    .listeners
+                    .iter()
+                    .find(|l| l.name == name)
+                    .and_then(|l| l.tls.as_ref())
+                    .map(|t| Arc::clone(&t.server));
+                match tls {
+                    None => {
+                        monoio::spawn(
+                            Session::new(Rc::clone(&worker), Arc::clone(&name), Conn::Plain(stream), peer).run(),
+                        );
+                    }
+                    Some(tls) => {
+                        monoio::spawn(serve_tls(Rc::clone(&worker), Arc::clone(&name), stream, peer, tls));
+                    }
+                }
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             Err(e) => {

@@ -108,6 +108,8 @@ pub struct Upstream {
     ring: HashRing,
     /// Requests waiting for a server under `max_conns`.
     pub waiting: AtomicUsize,
+    /// Speak TLS to the servers (the upstream's `tls` table).
+    pub tls: Option<Arc<crate::tls::client::UpstreamTls>>,
 }
 
 /// Longest candidate list for one request.
@@ -131,6 +133,7 @@ impl Upstream {
             sequence,
             ring,
             waiting: AtomicUsize::new(0),
+            tls: None,
         }
     }
 

@@ -14,7 +14,7 @@ fn upstream_head(raw: &str, path: &str) -> String {
     let mut slots = [const { MaybeUninit::uninit() }; 128];
     let r = parse(raw.as_bytes(), &mut slots, &LIMITS, HttpPolicy::defaults()).expect("valid request");
     let mut out = Vec::new();
-    write_upstream_head(&r, path.as_bytes(), b"10.0.0.9", HttpPolicy::defaults(), &mut out);
+    write_upstream_head(&r, path.as_bytes(), &Forwarded::plain(b"10.0.0.9"), HttpPolicy::defaults(), &mut out);
     String::from_utf8(out).expect("ascii")
 }
 
@@ -144,7 +144,7 @@ fn with_policy(raw: &str, policy: &HttpPolicy) -> Result<String, RequestError> {
     let mut slots = [const { MaybeUninit::uninit() }; 32];
     let r = parse(raw.as_bytes(), &mut slots, &LIMITS, policy)?;
     let mut out = Vec::new();
-    write_upstream_head(&r, r.path, b"10.0.0.9", policy, &mut out);
+    write_upstream_head(&r, r.path, &Forwarded::plain(b"10.0.0.9"), policy, &mut out);
     Ok(String::from_utf8(out).expect("ascii"))
 }
 

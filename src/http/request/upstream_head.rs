@@ -7,15 +7,35 @@ use crate::config::{HttpPolicy, Underscores};
 use crate::http::headers::{list_items, push_decimal, push_field, trim_ows};
 use crate::http::BodyKind;
 
+/// What ringway adds about the client: its address, the scheme it used,
+/// and on mTLS listeners its certificate's subject.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The client's address as text (formatted once per connection).
+    pub client: &'a [u8],
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    pub proto: &'a [u8],
+    /// `(header name, subject)`: the header is always replaced, never
+    /// passed from the client; the subject is absent without a verified
+    /// client certificate.
+    pub client_subject: Option<(&'a str, Option<&'a [u8]>)>,
+}
+
+impl<'a> Forwarded<'a> {
+    /// A plaintext client at `client`.
+    pub fn plain(client: &'a [u8]) -> Self {
+        Forwarded { client, proto: b"http", client_subject: None }
+    }
+}
+
 /// Writes the head the upstream receives: canonical start line with the
 /// routed `path`, the client's end-to-end fields in order, forwarding
 /// fields, and exactly one framing field. Returns how many fields were
 /// dropped for a `_` in their name (`[http] underscores_in_headers`).
-/// `client` is the client's address as text (formatted once per connection).
 pub fn write_upstream_head(
     req: &Request<'_, '_>,
     path: &[u8],
-    client: &[u8],
+    fwd: &Forwarded<'_>,
     policy: &HttpPolicy,
     out: &mut Vec<u8>,
 ) -> usize {
@@ -41,6 +61,7 @@ pub fn write_upstream_head(
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
+            || fwd.client_subject.is_some_and(|(h, _)| name.eq_ignore_ascii_case(h.as_bytes()))
         {
             continue;
         }
@@ -61,8 +82,13 @@ pub fn write_upstream_head(
     if forwarded_for {
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(client);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(fwd.client);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(fwd.proto);
+    out.extend_from_slice(b"\r\n");
+    if let Some((name, Some(subject))) = fwd.client_subject {
+        push_field(out, name.as_bytes(), subject);
+    }
     if let Some(offer) = req.upgrade {
         // Only the protocols `[http] upgrades` allows; `parse` made sure
         // there is at least one.
