@@ -11,6 +11,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod conn;
 pub mod demo_backend;
 pub mod http;
 pub mod io_buf;

@@ -2,10 +2,10 @@
 //! the next request head, lending buffers back to the worker while idle,
 //! and closing without losing the last response.
 
-use super::conn::Conn;
 use super::error::ProxyError;
 use super::local::CONTINUE;
 use super::{Exchange, Session, KEEP_SCRATCH_BYTES, LINGER};
+use crate::conn::Conn;
 use crate::http::head::{leading_empty_lines, HeadError};
 use crate::http::request::RequestError;
 use crate::io_buf::ConnBuf;

@@ -7,6 +7,7 @@ use super::error::ProxyError;
 use super::send::Sent;
 use super::{Exchange, Session};
 use crate::config::MAX_HEADERS_CEILING;
+use crate::conn::Conn;
 use crate::http::head::HeadError;
 use crate::http::headers::list_items;
 use crate::http::request::Method;
@@ -14,7 +15,7 @@ use crate::http::response::{self, client_framing, ClientFraming};
 use crate::http::BodyKind;
 use crate::io_buf::write_out;
 use crate::metrics::Outcome;
-use monoio::net::TcpStream;
+use crate::tls::client::UpstreamTls;
 use monoio::time::timeout;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -41,15 +42,24 @@ pub(super) struct Done {
     pub(super) upgraded: bool,
 }
 
-pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
+/// A new connection to `addr`, and on a TLS upstream its handshake, all
+/// within `limit`. `name`: the server as written in the config (its host
+/// is the TLS server name unless the upstream sets `sni`).
+pub(super) async fn connect(
+    addr: SocketAddr,
+    limit: Duration,
+    tls: Option<&UpstreamTls>,
+    name: &str,
+) -> Result<Conn, ProxyError> {
     // Boxed: monoio's timer entry is 128-byte aligned, and inline it would
     // make every request's exchange future an aligned allocation.
-    match Box::pin(timeout(limit, TcpStream::connect_addr(addr))).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
+    match Box::pin(timeout(limit, Conn::connect(addr, tls, name))).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => {
+            log::debug!("connect to {addr}: {e}");
+            Err(ProxyError::Connect)
         }
-        _ => Err(ProxyError::Connect),
+        Err(_) => Err(ProxyError::Connect),
     }
 }
 
@@ -59,24 +69,20 @@ impl Session {
     /// is taken out while the request is sent, which may split it.
     pub(super) async fn forward(
         &mut self,
-        conn: &mut Option<TcpStream>,
+        conn: &mut Option<Conn>,
         x: Exchange,
         reused: bool,
     ) -> Result<Done, ProxyError> {
-        let Some(up) = conn.take() else {
+        super::client::lend_storage(&self.worker, &mut self.ubuf, self.config.runtime.read_buffer);
+        let sent = self.send_request(conn, x, reused).await?;
+        let Some(up) = conn.as_mut() else {
             return Err(ProxyError::UpstreamGone { reused, answered: false });
         };
-        super::client::lend_storage(&self.worker, &mut self.ubuf, self.config.runtime.read_buffer);
-        let (up, sent) = self.send_request(up, x, reused).await;
-        let up = conn.insert(up);
-        match sent {
-            Ok(sent) => self.receive(up, x, reused, sent).await,
-            Err(e) => Err(e),
-        }
+        self.receive(up, x, reused, sent).await
     }
 
     /// The response to a request sent whole or answered early.
-    async fn receive(&mut self, up: &mut TcpStream, x: Exchange, reused: bool, sent: Sent) -> Result<Done, ProxyError> {
+    async fn receive(&mut self, up: &mut Conn, x: Exchange, reused: bool, sent: Sent) -> Result<Done, ProxyError> {
         let worker = Rc::clone(&self.worker);
         let watch = worker.watchdog.watch(self.req.watch);
         let x = match sent {
@@ -139,7 +145,7 @@ impl Session {
     /// writes the client's version of it into `out`.
     async fn read_response_head(
         &mut self,
-        up: &mut TcpStream,
+        up: &mut Conn,
         x: Exchange,
         reused: bool,
     ) -> Result<ResponseHead, ProxyError> {

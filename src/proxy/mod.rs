@@ -29,7 +29,7 @@
 
 mod body;
 mod client;
-mod conn;
+
 mod error;
 mod forward;
 mod handshake;
@@ -41,7 +41,7 @@ mod routing;
 mod send;
 mod tunnel;
 
-pub use conn::Conn;
+pub use crate::conn::Conn;
 pub use error::{ProxyError, Retry, Side};
 pub use handshake::serve_tls;
 pub use local::reason;
@@ -53,7 +53,6 @@ use crate::http::BodyKind;
 use crate::io_buf::ConnBuf;
 use crate::runtime::{Snapshot, Worker};
 use monoio::io::Canceller;
-use monoio::net::TcpStream;
 use request_state::RequestState;
 use routing::IpText;
 use std::net::SocketAddr;
@@ -102,7 +101,7 @@ enum Next {
     KeepAlive,
     Close,
     /// The upstream switched protocols: relay bytes over this connection.
-    Upgrade(TcpStream),
+    Upgrade(Conn),
 }
 
 /// One client connection and the request in progress on it (see the
@@ -262,9 +261,9 @@ impl Session {
     }
 
     /// Becomes a tunnel over the client connection and `upstream`.
-    async fn into_tunnel(self, upstream: TcpStream) {
+    async fn into_tunnel(self, upstream: Conn) {
         let Session { client, cbuf, ubuf, config, .. } = self;
-        tunnel::run(client, cbuf, Conn::Plain(upstream), ubuf, config.timeouts.tunnel_idle).await
+        tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle).await
     }
 
     /// Counts the request that just ended.

@@ -138,21 +138,29 @@ impl Session {
         let worker = Rc::clone(&self.worker);
         let mut fresh_only = false;
         loop {
-            let pooled = if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id, coarse_ms()) };
+            let pooled = if fresh_only {
+                None
+            } else {
+                worker.pools.borrow_mut().checkout(server.id, up.tls.as_ref(), coarse_ms())
+            };
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(c) => c,
-                None => match connect(server.addr, self.config.timeouts.upstream_connect).await {
-                    Ok(c) => {
-                        worker.metrics.borrow_mut().connect(server.id, server.addr);
-                        c
+                None => {
+                    match connect(server.addr, self.config.timeouts.upstream_connect, up.tls.as_deref(), &server.name)
+                        .await
+                    {
+                        Ok(c) => {
+                            worker.metrics.borrow_mut().connect(server.id, server.addr);
+                            c
+                        }
+                        Err(e) => {
+                            log::warn!("upstream {} server {}: connect failed", up.name, server.addr);
+                            worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&Err(e)));
+                            return Err(e);
+                        }
                     }
-                    Err(e) => {
-                        log::warn!("upstream {} server {}: connect failed", up.name, server.addr);
-                        worker.metrics.borrow_mut().upstream(&up.name, server.id, server.addr, outcome(&Err(e)));
-                        return Err(e);
-                    }
-                },
+                }
             };
             worker.upstream_acquired(server.id);
             self.req.upstream_addr = Some(server.addr);
@@ -172,6 +180,7 @@ impl Session {
                         worker.pools.borrow_mut().checkin(
                             server.id,
                             conn,
+                            up.tls.as_ref(),
                             up.keepalive,
                             up.policy.idle_timeout,
                             coarse_ms(),

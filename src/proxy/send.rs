@@ -11,6 +11,7 @@
 use super::body::{Encode, Relay, RelayError};
 use super::error::ProxyError;
 use super::{Exchange, Session};
+use crate::conn::Conn;
 use crate::http::head::HeadScanner;
 use crate::http::BodyKind;
 use crate::io_buf::ConnBuf;
@@ -52,7 +53,7 @@ enum Seen {
 /// the same bytes again. On a timeout the bytes are lost with the write,
 /// which is why `UpstreamSendTimeout` never retries.
 async fn send_kept(
-    up: &mut TcpStream,
+    up: &mut Conn,
     buf: &mut Vec<u8>,
     watch: Watch<'_>,
     limit: Duration,
@@ -101,43 +102,51 @@ async fn watch_for_head(
 }
 
 impl Session {
-    /// Sends the request head and body; the connection comes back whatever
-    /// happened, for the response or to be dropped.
+    /// Sends the request head and body. `conn` holds the connection before
+    /// and after, whatever happened (for the response or to be dropped);
+    /// it is taken out only while a watched body splits it. It is never
+    /// moved into this future, which stays small.
     pub(super) async fn send_request(
         &mut self,
-        up: TcpStream,
+        conn: &mut Option<Conn>,
         x: Exchange,
         reused: bool,
-    ) -> (TcpStream, Result<Sent, ProxyError>) {
+    ) -> Result<Sent, ProxyError> {
         let streamed = x.body != BodyKind::None && !x.replay;
         // A body already buffered whole goes out in one write that cannot
         // wait on the client: no need to watch the upstream meanwhile.
         let buffered = matches!(x.body, BodyKind::Length(n) if n <= self.cbuf.len() as u64);
-        if streamed && !buffered {
-            let (mut r, mut w) = up.into_split();
+        // A TLS upstream is not watched while the body goes out (its read
+        // and write share one TLS session): an early answer is read once
+        // the body is sent, or when a write fails.
+        if streamed && !buffered && matches!(conn, Some(Conn::Plain(_))) {
+            let Some(Conn::Plain(tcp)) = conn.take() else { unreachable!("matched just above") };
+            let (mut r, mut w) = tcp.into_split();
             // Boxed: the watched relay is large, and only bodies need it.
             let sent = Box::pin(self.send_watched(&mut r, &mut w, x, reused)).await;
-            let up = r.reunite(w).unwrap_or_else(|_| unreachable!("the halves of one split always reunite"));
-            return (up, sent);
+            let tcp = r.reunite(w).unwrap_or_else(|_| unreachable!("the halves of one split always reunite"));
+            *conn = Some(Conn::Plain(tcp));
+            return sent;
         }
-        let mut up = up;
+        let Some(up) = conn.as_mut() else {
+            return Err(ProxyError::UpstreamGone { reused, answered: false });
+        };
         let sent = if streamed {
             // Boxed for the same reason: the relay's state is large.
-            Box::pin(self.send_buffered_body(&mut up, x, reused)).await
+            Box::pin(self.send_buffered_body(up, x, reused)).await
         } else {
-            self.send_head(&mut up, x, reused).await
+            self.send_head(up, x, reused).await
         };
-        let sent = match sent {
+        match sent {
             Err(e @ ProxyError::UpstreamGone { reused: false, .. }) if x.body != BodyKind::None => {
-                self.answered_anyway(&mut up, e).await
+                Box::pin(self.answered_anyway(up, e)).await
             }
             other => other,
-        };
-        (up, sent)
+        }
     }
 
     /// Sends the head and a body that is already buffered whole.
-    async fn send_buffered_body(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Sent, ProxyError> {
+    async fn send_buffered_body(&mut self, up: &mut Conn, x: Exchange, reused: bool) -> Result<Sent, ProxyError> {
         let worker = Rc::clone(&self.worker);
         self.out.extend_from_slice(&self.uhead);
         let mut relay = Relay {
@@ -155,7 +164,7 @@ impl Session {
     }
 
     /// Sends the head, and a replayable body if there is one.
-    async fn send_head(&mut self, up: &mut TcpStream, x: Exchange, reused: bool) -> Result<Sent, ProxyError> {
+    async fn send_head(&mut self, up: &mut Conn, x: Exchange, reused: bool) -> Result<Sent, ProxyError> {
         let worker = Rc::clone(&self.worker);
         let watch = worker.watchdog.watch(self.req.watch);
         let gone = ProxyError::UpstreamGone { reused, answered: false };
@@ -170,7 +179,9 @@ impl Session {
         self.uhead.truncate(head_len);
         sent?;
         if x.replay && !coalesce {
-            send_kept(up, &mut self.replay, watch, send_limit, gone).await?;
+            // Rare (a replayable body over 16 KiB): boxed, off the common
+            // path's future.
+            Box::pin(send_kept(up, &mut self.replay, watch, send_limit, gone)).await?;
         }
         Ok(Sent::Whole)
     }

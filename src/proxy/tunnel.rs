@@ -3,7 +3,7 @@
 //! neither side has sent anything for `tunnel_idle`. Either side may be
 //! plain or TLS; each splits into halves so both directions run at once.
 
-use super::conn::Conn;
+use crate::conn::Conn;
 use crate::io_buf::ConnBuf;
 use monoio::io::{AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, Canceller, Splitable};
 use monoio::time::timeout;

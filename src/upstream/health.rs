@@ -4,12 +4,12 @@
 //! every worker reads when it picks a server. Verdicts are per address: a
 //! server found down is down in every upstream that lists it.
 
-use super::{HealthCheck, Upstream};
+use super::{HealthCheck, Server, Upstream};
+use crate::conn::Conn;
+use crate::tls::client::UpstreamTls;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use monoio::time::timeout;
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ pub async fn run(up: Arc<Upstream>, hc: HealthCheck, token: Rc<Cell<u64>>, gener
     let mut streak: Vec<(u32, u32)> = vec![(0, 0); up.servers.len()];
     while token.get() == generation {
         for (server, (passes, fails)) in up.servers.iter().zip(streak.iter_mut()) {
-            if probe(server.addr, &hc).await {
+            if probe(server, up.tls.as_deref(), &hc).await {
                 *passes += 1;
                 *fails = 0;
                 if *passes >= hc.rise && server.state.set_active_down(false) {
@@ -38,10 +38,12 @@ pub async fn run(up: Arc<Upstream>, hc: HealthCheck, token: Rc<Cell<u64>>, gener
     }
 }
 
-/// One check: `GET path` answered with a 2xx or 3xx status within the timeout.
-async fn probe(addr: SocketAddr, hc: &HealthCheck) -> bool {
+/// One check: `GET path` answered with a 2xx or 3xx status within the
+/// timeout (over TLS on a TLS upstream, the handshake included).
+async fn probe(server: &Server, tls: Option<&UpstreamTls>, hc: &HealthCheck) -> bool {
+    let addr = server.addr;
     let attempt = async {
-        let mut stream = TcpStream::connect_addr(addr).await.ok()?;
+        let mut stream = Conn::connect(addr, tls, &server.name).await.ok()?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n",
             hc.path

@@ -2,18 +2,30 @@
 //! pools outright (no sharing, no locks). Idle connections live in a `slab`
 //! so that an entry can be dropped by key; checkout is most-recent-first,
 //! because the most recently used connection is the least likely to have
-//! been closed by the backend's own idle timeout.
+//! been closed by the backend's own idle timeout. A TLS connection is
+//! checked the same way, except that bytes waiting on it are first handed
+//! to its TLS session: TLS 1.3 servers send session tickets after the
+//! handshake, and those are not a response nobody asked for.
 
+use crate::conn::Conn;
 use crate::runtime::clock::coarse_slack_ms;
+use crate::tls::client::UpstreamTls;
 use monoio::net::TcpStream;
 use slab::Slab;
 use socket2::SockRef;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 struct PooledConn {
-    stream: TcpStream,
+    stream: Conn,
+    /// The TLS settings it was opened with (`None`: plaintext). Two
+    /// upstreams may list one address with different CAs or client
+    /// certificates: a connection is only handed to requests of the
+    /// settings that verified it. Held, not just compared by address, so
+    /// a reload's new settings can never share an old one's address.
+    tls: Option<Arc<UpstreamTls>>,
     /// On the coarse clock (`clock::coarse_ms`), no slack added: the slack
     /// is added to the reading at checkout.
     expires: u64,
@@ -36,7 +48,36 @@ pub struct UpstreamPools {
 /// closed it and has sent nothing unsolicited. One non-blocking peek.
 // `unsafe`: borrowing the raw fd, as monoio streams do not implement `AsFd`.
 #[allow(unsafe_code)]
-fn still_usable(stream: &TcpStream) -> bool {
+fn still_usable(conn: &mut Conn) -> bool {
+    let tls = match conn {
+        Conn::Plain(stream) => return nothing_waiting(stream),
+        Conn::Tls(tls) => tls,
+    };
+    if tls.has_buffered() {
+        return false;
+    }
+    // SAFETY: as in `nothing_waiting`.
+    let fd = unsafe { BorrowedFd::borrow_raw(tls.tcp().as_raw_fd()) };
+    let mut waiting = [MaybeUninit::<u8>::uninit(); 4096];
+    loop {
+        match SockRef::from(&fd).recv_with_flags(&mut waiting, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Ok(n) if n > 0 => {
+                // SAFETY: `recv` initialized the first `n` bytes.
+                let got = unsafe { std::slice::from_raw_parts(waiting.as_ptr().cast::<u8>(), n) };
+                if !tls.absorb(got) {
+                    return false;
+                }
+            }
+            // Closed, or failed.
+            _ => return false,
+        }
+    }
+}
+
+/// No byte waits on `stream` and it is not closed: one non-blocking peek.
+#[allow(unsafe_code)]
+fn nothing_waiting(stream: &TcpStream) -> bool {
     // SAFETY: the fd belongs to `stream`, which outlives this borrow; monoio
     // streams do not implement `AsFd`, so we borrow the raw fd for the call.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
@@ -68,12 +109,19 @@ impl UpstreamPools {
     /// the coarse clock; its resolution counts against the connection, so
     /// that one is never reused past `idle_timeout`, which users set just
     /// below the backend's own keep-alive timeout.
-    pub fn checkout(&mut self, id: usize, coarse_now_ms: u64) -> Option<TcpStream> {
+    /// Only connections opened with `tls` (the same settings) qualify.
+    pub fn checkout(&mut self, id: usize, tls: Option<&Arc<UpstreamTls>>, coarse_now_ms: u64) -> Option<Conn> {
         let pool = self.pools.get_mut(id)?;
         let now_plus_slack = coarse_now_ms.saturating_add(coarse_slack_ms());
-        while let Some(key) = pool.order.pop() {
-            let conn = pool.idle.remove(key);
-            if now_plus_slack < conn.expires && still_usable(&conn.stream) {
+        let same = |c: &PooledConn| match (&c.tls, tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        while let Some(at) = pool.order.iter().rposition(|&key| same(&pool.idle[key])) {
+            let key = pool.order.remove(at);
+            let mut conn = pool.idle.remove(key);
+            if now_plus_slack < conn.expires && still_usable(&mut conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -86,7 +134,8 @@ impl UpstreamPools {
     pub fn checkin(
         &mut self,
         id: usize,
-        stream: TcpStream,
+        stream: Conn,
+        tls: Option<&Arc<UpstreamTls>>,
         keepalive: usize,
         idle_timeout: Duration,
         coarse_now_ms: u64,
@@ -104,7 +153,8 @@ impl UpstreamPools {
             pool.idle.remove(oldest);
         }
         let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        let key = pool.idle.insert(PooledConn { stream, expires: coarse_now_ms.saturating_add(idle_ms) });
+        let tls = tls.cloned();
+        let key = pool.idle.insert(PooledConn { stream, tls, expires: coarse_now_ms.saturating_add(idle_ms) });
         pool.order.push(key);
     }
 
@@ -125,14 +175,17 @@ mod tests {
     const T: u64 = 1_000;
 
     /// A connected pair: our monoio stream and the backend's std end.
-    async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+    async fn pair(listener: &std::net::TcpListener) -> (Conn, std::net::TcpStream) {
         let ours = TcpStream::connect_addr(listener.local_addr().expect("addr")).await.expect("connect");
         let (theirs, _) = listener.accept().expect("accept");
-        (ours, theirs)
+        (Conn::Plain(ours), theirs)
     }
 
-    fn local(s: &TcpStream) -> SocketAddr {
-        s.local_addr().expect("local addr")
+    fn local(c: &Conn) -> SocketAddr {
+        match c {
+            Conn::Plain(s) => s.local_addr().expect("local addr"),
+            Conn::Tls(s) => s.tcp().local_addr().expect("local addr"),
+        }
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -145,13 +198,13 @@ mod tests {
             let (ours, theirs) = pair(&l).await;
             addrs.push(local(&ours));
             keep.push(theirs);
-            pools.checkin(7, ours, 2, LONG, T);
+            pools.checkin(7, ours, None, 2, LONG, T);
         }
         assert_eq!(pools.idle_count(7), 2, "the oldest was closed at the cap");
-        assert_eq!(pools.checkout(7, T).map(|s| local(&s)), Some(addrs[2]));
-        assert_eq!(pools.checkout(7, T).map(|s| local(&s)), Some(addrs[1]));
-        assert!(pools.checkout(7, T).is_none());
-        assert!(pools.checkout(99, T).is_none(), "unknown server");
+        assert_eq!(pools.checkout(7, None, T).map(|s| local(&s)), Some(addrs[2]));
+        assert_eq!(pools.checkout(7, None, T).map(|s| local(&s)), Some(addrs[1]));
+        assert!(pools.checkout(7, None, T).is_none());
+        assert!(pools.checkout(99, None, T).is_none(), "unknown server");
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -160,25 +213,25 @@ mod tests {
         let mut pools = UpstreamPools::new();
 
         let (ours, theirs) = pair(&l).await;
-        pools.checkin(1, ours, 8, LONG, T);
+        pools.checkin(1, ours, None, 8, LONG, T);
         drop(theirs);
         monoio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pools.checkout(1, T).is_none(), "closed by the backend");
+        assert!(pools.checkout(1, None, T).is_none(), "closed by the backend");
 
         let (ours, mut theirs) = pair(&l).await;
-        pools.checkin(1, ours, 8, LONG, T);
+        pools.checkin(1, ours, None, 8, LONG, T);
         theirs.write_all(b"HTTP/1.1 200 OK\r\n").expect("write");
         monoio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pools.checkout(1, T).is_none(), "unsolicited bytes");
+        assert!(pools.checkout(1, None, T).is_none(), "unsolicited bytes");
 
         let (ours, _theirs) = pair(&l).await;
-        pools.checkin(1, ours, 8, Duration::ZERO, T);
-        assert!(pools.checkout(1, T).is_none(), "expired");
+        pools.checkin(1, ours, None, 8, Duration::ZERO, T);
+        assert!(pools.checkout(1, None, T).is_none(), "expired");
 
         let (ours, _theirs2) = pair(&l).await;
         let addr = local(&ours);
-        pools.checkin(1, ours, 8, LONG, T);
-        assert_eq!(pools.checkout(1, T).map(|s| local(&s)), Some(addr), "a clean one is reused");
+        pools.checkin(1, ours, None, 8, LONG, T);
+        assert_eq!(pools.checkout(1, None, T).map(|s| local(&s)), Some(addr), "a clean one is reused");
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -186,12 +239,12 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut pools = UpstreamPools::new();
         let (a, _ta) = pair(&l).await;
-        pools.checkin(2, a, 0, LONG, T);
+        pools.checkin(2, a, None, 0, LONG, T);
         assert_eq!(pools.idle_count(2), 0, "keepalive 0 pools nothing");
         let (b, _tb) = pair(&l).await;
         let (c, _tc) = pair(&l).await;
-        pools.checkin(2, b, 4, LONG, T);
-        pools.checkin(3, c, 4, LONG, T);
+        pools.checkin(2, b, None, 4, LONG, T);
+        pools.checkin(3, c, None, 4, LONG, T);
         pools.retain(|id| id == 3);
         assert_eq!((pools.idle_count(2), pools.idle_count(3)), (0, 1), "removed servers are drained");
     }

@@ -1,4 +1,4 @@
-//! `Conn`: one side of a session, whatever carries it: a plain TCP stream
+//! `Conn`: one side of a proxied exchange (the client, or an upstream), whatever carries it: a plain TCP stream
 //! or a TLS stream (`tls::TlsStream`). The request path reads and writes
 //! through these trait impls (enum dispatch: a `match`, not a trait object,
 //! on every operation), so it is the same code over plaintext and TLS.
@@ -7,6 +7,7 @@
 //! largest future it awaits inline. One small allocation per TLS read or
 //! write is cheap next to the record's crypto.
 
+use crate::tls::client::UpstreamTls;
 use crate::tls::TlsStream;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
@@ -17,8 +18,10 @@ use socket2::SockRef;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// A connection, client or upstream side.
@@ -31,6 +34,20 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// Connects to `addr`; on a TLS upstream also shakes hands, with the
+    /// server name from `tls` or the host of `name` (the server as written
+    /// in the config). The caller bounds it in time.
+    pub async fn connect(addr: SocketAddr, tls: Option<&UpstreamTls>, name: &str) -> io::Result<Conn> {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = tls else { return Ok(Conn::Plain(tcp)) };
+        let session =
+            rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name(name)).map_err(io::Error::other)?;
+        let mut stream = Box::new(TlsStream::new(tcp, rustls::Connection::Client(session)));
+        stream.handshake().await?;
+        Ok(Conn::Tls(stream))
+    }
+
     /// Waits until the connection has bytes to read (or is closed), holding
     /// no buffer: how an idle keep-alive connection waits.
     pub async fn readable(&mut self, relaxed: bool) -> io::Result<()> {
@@ -138,7 +155,7 @@ pin_project! {
     /// wrapper (which would store the operation's arguments a second time
     /// in every connection's task).
     #[project = EitherProj]
-    pub enum Either<P, T> {
+    enum Either<P, T> {
         /// A plain socket operation, inline.
         Plain { #[pin] f: P },
         /// A TLS operation, boxed.
