@@ -208,6 +208,20 @@ pub struct Entry<'a> {
     pub referer: &'a [u8],
     /// The `User-Agent` field; empty when absent.
     pub user_agent: &'a [u8],
+    /// The TLS session, on a TLS listener.
+    pub tls: Option<TlsFields<'a>>,
+}
+
+/// What the access log records of a TLS session (nginx's `$ssl_protocol`,
+/// `$ssl_cipher`, `$ssl_server_name`).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFields<'a> {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The IANA name of the cipher suite.
+    pub cipher: &'static str,
+    /// The SNI name the client sent; empty without one.
+    pub sni: &'a str,
 }
 
 /// Appends one line in `format` to `out`.
@@ -238,7 +252,14 @@ pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTi
             }
             out.extend_from_slice(b" \"");
             clf_escape(out, e.route.as_bytes());
-            out.extend_from_slice(b"\"\n");
+            out.push(b'"');
+            // TLS listeners only: version, cipher suite, "SNI".
+            if let Some(t) = &e.tls {
+                let _ = write!(out, " {} {} \"", t.version, t.cipher);
+                clf_escape(out, if t.sni.is_empty() { b"-" } else { t.sni.as_bytes() });
+                out.push(b'"');
+            }
+            out.push(b'\n');
         }
         LogFormat::Json => {
             let (y, mo, d, h, mi, s) = civil(secs);
@@ -267,6 +288,11 @@ pub fn format(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>, now: SystemTi
             json_string(out, e.referer);
             out.extend_from_slice(b",\"user_agent\":");
             json_string(out, e.user_agent);
+            // Present on TLS listeners only.
+            if let Some(t) = &e.tls {
+                let _ = write!(out, ",\"tls_version\":\"{}\",\"tls_cipher\":\"{}\",\"tls_sni\":", t.version, t.cipher);
+                json_or_null(out, t.sni.as_bytes());
+            }
             out.extend_from_slice(b"}\n");
         }
     }
@@ -342,7 +368,23 @@ mod tests {
             route: "/app1",
             referer: b"",
             user_agent: b"curl/8.0",
+            tls: None,
         }
+    }
+
+    #[test]
+    fn tls_fields_follow_on_tls_listeners() {
+        let mut e = entry();
+        e.tls = Some(TlsFields { version: "TLSv1.3", cipher: "TLS13_AES_128_GCM_SHA256", sni: "a.example.test" });
+        let mut out = Vec::new();
+        format(&mut out, LogFormat::Combined, &e, UNIX_EPOCH);
+        let line = String::from_utf8(out).expect("ascii");
+        assert!(line.ends_with("\"/app1\" TLSv1.3 TLS13_AES_128_GCM_SHA256 \"a.example.test\"\n"), "{line}");
+        let mut out = Vec::new();
+        e.tls = Some(TlsFields { sni: "", ..e.tls.expect("set") });
+        format(&mut out, LogFormat::Json, &e, UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!((&v["tls_version"], &v["tls_sni"]), (&serde_json::json!("TLSv1.3"), &serde_json::Value::Null));
     }
 
     #[test]

@@ -83,6 +83,14 @@ impl Session {
             route,
             referer: field(t, r),
             user_agent: field(r, u),
+            tls: self.client.tls().map(|t| access_log::TlsFields {
+                version: crate::tls::version_name(t.protocol_version()),
+                cipher: t.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("-"),
+                sni: match t {
+                    rustls::Connection::Server(s) => s.server_name().unwrap_or_default(),
+                    rustls::Connection::Client(_) => "",
+                },
+            }),
         });
     }
 }
