@@ -6,10 +6,14 @@
 //! holds a half-loaded certificate.
 
 pub mod client;
+mod halves;
 pub mod server;
 mod stream;
+#[cfg(test)]
+mod tests;
 
-pub use stream::{rustls_error, TlsReadHalf, TlsStream, TlsWriteHalf, HANDSHAKE_MAX_BYTES};
+pub use halves::{TlsReadHalf, TlsWriteHalf};
+pub use stream::{rustls_error, TlsStream, HANDSHAKE_MAX_BYTES};
 
 use rustls::crypto::CryptoProvider;
 use rustls::RootCertStore;

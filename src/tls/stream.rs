@@ -10,9 +10,10 @@
 //! leaves rustls straight into the caller's buffer. Writes encrypt into
 //! `cout` and go out whole before `write` returns.
 
+use super::halves::{TlsReadHalf, TlsWriteHalf};
 use crate::io_buf::ConnBuf;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, OwnedReadHalf, OwnedWriteHalf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle};
 use monoio::io::{CancelableAsyncReadRent, Splitable};
 use monoio::net::TcpStream;
 use rustls::Connection;
@@ -74,7 +75,7 @@ impl TlsStream {
 
     /// Gives `cin` its first storage: one whole record, so a full record
     /// arrives in one read.
-    fn equip(cin: &mut ConnBuf) {
+    pub(super) fn equip(cin: &mut ConnBuf) {
         if !cin.has_storage() {
             *cin = ConnBuf::new(CIPHER_IN_FIRST, CIPHER_IN_MAX);
         }
@@ -208,16 +209,13 @@ impl TlsStream {
     pub fn into_split(self) -> (TlsReadHalf, TlsWriteHalf) {
         let (r, w) = self.tcp.into_split();
         let session = Rc::new(RefCell::new(self.session));
-        (
-            TlsReadHalf { tcp: r, session: Rc::clone(&session), cin: self.cin },
-            TlsWriteHalf { tcp: w, session, cout: self.cout },
-        )
+        (TlsReadHalf::new(r, Rc::clone(&session), self.cin), TlsWriteHalf::new(w, session, self.cout))
     }
 }
 
 /// Hands buffered ciphertext to rustls and decrypts it, until `cin` is
 /// empty or rustls holds as much plaintext as it will.
-fn feed(session: &mut Connection, cin: &mut ConnBuf) -> io::Result<()> {
+pub(super) fn feed(session: &mut Connection, cin: &mut ConnBuf) -> io::Result<()> {
     while !cin.is_empty() {
         let mut data = cin.data();
         let n = match session.read_tls(&mut data) {
@@ -235,13 +233,13 @@ fn feed(session: &mut Connection, cin: &mut ConnBuf) -> io::Result<()> {
     Ok(())
 }
 
-fn has_plaintext(session: &mut Connection) -> bool {
+pub(super) fn has_plaintext(session: &mut Connection) -> bool {
     matches!(session.reader().fill_buf(), Ok(b) if !b.is_empty())
 }
 
 /// Moves decrypted bytes into `buf`. `Some(0)`: the peer closed.
 /// `None`: none yet.
-fn take_plaintext<T: IoBufMut>(session: &mut Connection, buf: &mut T) -> io::Result<Option<usize>> {
+pub(super) fn take_plaintext<T: IoBufMut>(session: &mut Connection, buf: &mut T) -> io::Result<Option<usize>> {
     let room = buf.bytes_total();
     let mut reader = session.reader();
     let n = match reader.fill_buf() {
@@ -286,7 +284,7 @@ async fn write_pending<W: AsyncWriteRent>(session: &mut Connection, cout: &mut V
 
 /// The plaintext bytes of an `IoBuf`.
 #[allow(unsafe_code)]
-fn plain_bytes<T: IoBuf>(buf: &T) -> &[u8] {
+pub(super) fn plain_bytes<T: IoBuf>(buf: &T) -> &[u8] {
     // SAFETY: `read_ptr` points at `bytes_init()` initialized bytes that
     // live as long as `buf` (the `IoBuf` contract).
     unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
@@ -337,127 +335,5 @@ impl AsyncWriteRent for TlsStream {
         self.session.send_close_notify();
         self.flush_out().await?;
         self.tcp.shutdown().await
-    }
-}
-
-/// The reading half of a split `TlsStream`.
-pub struct TlsReadHalf {
-    tcp: OwnedReadHalf<TcpStream>,
-    session: Rc<RefCell<Connection>>,
-    cin: ConnBuf,
-}
-
-/// The writing half of a split `TlsStream`.
-pub struct TlsWriteHalf {
-    tcp: OwnedWriteHalf<TcpStream>,
-    session: Rc<RefCell<Connection>>,
-    cout: Vec<u8>,
-}
-
-impl TlsReadHalf {
-    /// Reads plaintext like `TlsStream`'s read. Anything rustls must send
-    /// in answer (a key update) goes out with the write half's next write.
-    async fn read_into<T: IoBufMut>(
-        &mut self,
-        mut buf: T,
-        cancel: Option<CancelHandle>,
-    ) -> monoio::BufResult<usize, T> {
-        loop {
-            {
-                let mut session = self.session.borrow_mut();
-                match take_plaintext(&mut session, &mut buf) {
-                    Ok(Some(n)) => return (Ok(n), buf),
-                    Ok(None) => {}
-                    Err(e) => return (Err(e), buf),
-                }
-                if !self.cin.is_empty() {
-                    if let Err(e) = feed(&mut session, &mut self.cin) {
-                        return (Err(e), buf);
-                    }
-                    if has_plaintext(&mut session) || self.cin.is_empty() {
-                        continue;
-                    }
-                }
-            }
-            TlsStream::equip(&mut self.cin);
-            let got = match &cancel {
-                Some(c) => self.cin.fill_cancelable(&mut self.tcp, c.clone()).await,
-                None => self.cin.fill(&mut self.tcp).await,
-            };
-            match got {
-                Ok(0) => return (Ok(0), buf),
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-    }
-}
-
-impl AsyncReadRent for TlsReadHalf {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
-        self.read_into(buf, None).await
-    }
-
-    async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
-        (Err(io::ErrorKind::Unsupported.into()), buf)
-    }
-}
-
-impl CancelableAsyncReadRent for TlsReadHalf {
-    async fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> monoio::BufResult<usize, T> {
-        self.read_into(buf, Some(c)).await
-    }
-
-    async fn cancelable_readv<T: monoio::buf::IoVecBufMut>(
-        &mut self,
-        buf: T,
-        _c: CancelHandle,
-    ) -> monoio::BufResult<usize, T> {
-        (Err(io::ErrorKind::Unsupported.into()), buf)
-    }
-}
-
-impl AsyncWriteRent for TlsWriteHalf {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
-        let res = match self.session.borrow_mut().writer().write(plain_bytes(&buf)) {
-            Ok(n) => Ok(n),
-            Err(e) => return (Err(e), buf),
-        };
-        match self.flush_pending().await {
-            Ok(()) => (res, buf),
-            Err(e) => (Err(e), buf),
-        }
-    }
-
-    async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> monoio::BufResult<usize, T> {
-        (Err(io::ErrorKind::Unsupported.into()), buf)
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        self.flush_pending().await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        self.session.borrow_mut().send_close_notify();
-        self.flush_pending().await?;
-        self.tcp.shutdown().await
-    }
-}
-
-impl TlsWriteHalf {
-    /// Writes out whatever rustls has pending, without holding the session
-    /// across the socket write.
-    async fn flush_pending(&mut self) -> io::Result<()> {
-        loop {
-            self.cout.clear();
-            {
-                let mut session = self.session.borrow_mut();
-                if !session.wants_write() {
-                    return Ok(());
-                }
-                session.write_tls(&mut self.cout)?;
-            }
-            crate::io_buf::write_out(&mut self.tcp, &mut self.cout).await?;
-        }
     }
 }
