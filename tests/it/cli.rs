@@ -81,6 +81,33 @@ fn check_accepts_the_seed_config() {
     assert!(stdout.contains("seed.toml"), "{stdout}");
 }
 
+/// `examples/tls.toml`, with the certificate its header tells how to make
+/// next to it, passes `check`; without the files, `check` names the
+/// missing one.
+#[test]
+fn check_accepts_the_tls_example_and_names_a_missing_certificate() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tls.toml");
+    let dir = unique_temp_path("tls-example", "d");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let copy = dir.join("tls.toml");
+    std::fs::copy(&example, &copy).expect("copy the example");
+    let (code, _, stderr) = check(&copy);
+    assert_eq!(code, Some(1), "no certificate yet: {stderr}");
+    assert!(stderr.contains(&format!("{}", dir.join("site.pem").display())), "names the file: {stderr}");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    std::fs::write(dir.join("site.pem"), ck.cert.pem()).expect("cert");
+    std::fs::write(dir.join("site.key"), ck.key_pair.serialize_pem()).expect("key");
+    let (code, stdout, stderr) = check(&copy);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    // A key that belongs to another certificate is refused, naming the key.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    std::fs::write(dir.join("site.key"), other.key_pair.serialize_pem()).expect("key");
+    let (code, _, stderr) = check(&copy);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("site.key") && stderr.contains("does not match"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn check_accepts_a_good_config() {
     let cfg = TempConfig::new(&GOOD.replace("MARK", "web"));
