@@ -122,6 +122,9 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} listeners, {} upstreams, {} servers)",
                 path.display(),
@@ -140,6 +143,7 @@ fn check(path: &Path) -> ExitCode {
 
 fn run(config: Config, takeover: bool) -> ExitCode {
     ringway::logging::init(config.runtime.log_level.as_deref());
+    config.warnings.iter().for_each(|w| log::warn!("{w}"));
     let path = config.source.clone();
     let mut inherited = Inherited::default();
     if takeover {
@@ -303,6 +307,7 @@ fn demo(given: Option<PathBuf>) -> ExitCode {
         }
     };
     ringway::logging::init(config.runtime.log_level.as_deref());
+    config.warnings.iter().for_each(|w| log::warn!("{w}"));
     let mut backends = Vec::new();
     for addr in config.servers.iter().map(|s| s.addr).filter(|a| a.ip().is_loopback()) {
         match ringway::demo_backend::start(addr, 1, None) {

@@ -115,6 +115,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// `[access_log]`, off when absent.
     pub access_log: Option<AccessLogConfig>,
+    /// Settings that are valid but unsafe or surprising (`verify = false`):
+    /// logged at start and on each reload, printed by `check`.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -131,13 +134,15 @@ impl Config {
             let key = at.and_then(|o| error::key_at(text, o));
             ConfigError::at(source, text, at, key.as_deref(), wording::plain(e.message()))
         })?;
-        Builder { source, text }.build(raw)
+        Builder { source, text, warnings: Default::default() }.build(raw)
     }
 }
 
 pub(crate) struct Builder<'a> {
     source: &'a Path,
     text: &'a str,
+    /// Collected while building (see `Config::warnings`).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Builder<'_> {
@@ -192,6 +197,7 @@ impl Builder<'_> {
             servers,
             admin,
             access_log,
+            warnings: self.warnings.take(),
         })
     }
 

@@ -107,9 +107,9 @@ impl Builder<'_> {
         };
         let verify = raw.verify.unwrap_or(true);
         if !verify {
-            log::warn!(
+            self.warnings.borrow_mut().push(format!(
                 "{key}.tls: verify = false: the upstream's certificate is NOT checked; anyone on the path can impersonate it"
-            );
+            ));
         }
         let files = ClientTlsFiles {
             sni: raw.sni.as_ref().map(|s| s.get_ref().clone()),

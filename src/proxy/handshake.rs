@@ -43,7 +43,8 @@ pub async fn serve_tls(
             stream.peer_subject = client_subject(stream.session());
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let version = version_name(stream.session().protocol_version());
-            worker.metrics.borrow_mut().tls.handshake(&listener, version, micros);
+            let resumed = stream.session().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            worker.metrics.borrow_mut().tls.handshake(&listener, version, resumed, micros);
             Session::counted(worker, listener, Conn::Tls(stream), peer).run().await
         }
         Err(reason) => {

@@ -176,6 +176,7 @@ impl Control {
     fn try_reload(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
         let new = Config::load(path).map_err(ReloadError::Config)?;
+        new.warnings.iter().for_each(|w| log::warn!("reload: {w}"));
         let old = self.config.load_full();
         let threads = self.workers.lock().unwrap_or_else(|e| e.into_inner()).len();
         // Bind every new listener before changing anything, so a bind error

@@ -1,0 +1,251 @@
+//! TLS toward upstreams (issue 14): a front ringway speaks TLS to a second
+//! ringway that terminates it in front of a recording backend. Verification
+//! with the right CA and refusal with a wrong one, pooled TLS connections
+//! reused (one handshake for many requests), session resumption on new
+//! connections, `verify = false`, and mTLS to the backend.
+
+use crate::support::ops::admin_get;
+use crate::support::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A CA and the files of certificates it signed, in a temp directory.
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new(stem: &str) -> Pki {
+        let dir = unique_temp_path(stem, "d");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, format!("{stem} CA"));
+        let ca_key = KeyPair::generate().expect("key");
+        let ca = params.self_signed(&ca_key).expect("CA");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write CA");
+        Pki { dir, ca, ca_key }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses) and common name `cn`,
+    /// written as `{stem}.pem` and `{stem}.key`; returns their paths.
+    fn leaf(&self, stem: &str, names: &[&str], cn: &str) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).expect("leaf");
+        let (c, k) = (self.dir.join(format!("{stem}.pem")), self.dir.join(format!("{stem}.key")));
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The TLS-terminating "backend" ringway: `https` over `backend`, with an
+/// admin listener for its handshake counters. `extra`: more of the `tls` table.
+fn terminator(backend: &RecordingBackend, cert: &(PathBuf, PathBuf), extra: &str) -> Proxy {
+    Proxy::start(&format!(
+        r#"
+[runtime]
+threads = 1
+[admin]
+bind = "127.0.0.1:0"
+[upstreams.b]
+servers = ["{}"]
+[[listeners]]
+name = "https"
+bind = "127.0.0.1:0"
+routes = [ {{ prefix = "/", upstream = "b" }} ]
+tls = {{ certificates = [ {{ cert = "{}", key = "{}" }} ]{extra} }}
+"#,
+        backend.addr(),
+        p(&cert.0),
+        p(&cert.1)
+    ))
+}
+
+/// The front ringway: plaintext `front` to the upstream `secure` at
+/// `server` with the given `tls` table and `keepalive`.
+fn front(server: std::net::SocketAddr, tls: &str, keepalive: usize) -> Proxy {
+    Proxy::start(&format!(
+        r#"
+[runtime]
+threads = 1
+[admin]
+bind = "127.0.0.1:0"
+[upstreams.secure]
+servers = ["{server}"]
+keepalive = {keepalive}
+max_fails = 0
+tls = {tls}
+[[listeners]]
+name = "front"
+bind = "127.0.0.1:0"
+routes = [ {{ prefix = "/", upstream = "secure" }} ]
+"#
+    ))
+}
+
+/// The value of a metric line that starts with `series` (name and labels).
+fn metric(p: &Proxy, series: &str) -> u64 {
+    let text = admin_get(p, "/metrics").text();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+fn wait_metric(p: &Proxy, series: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = metric(p, series);
+        if v >= at_least || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn verified_with_the_right_ca_and_pooled_connections_are_reused() {
+    let pki = Pki::new("up-ok");
+    let cert = pki.leaf("server", &["localhost", "127.0.0.1"], "server");
+    let backend = RecordingBackend::start(|_| ok("behind tls"));
+    let tls_side = terminator(&backend, &cert, "");
+    let upstream = tls_side.addr("https");
+    // Verified against the IP address in the certificate (no SNI for an IP).
+    let f = front(upstream, &format!(r#"{{ ca = "{}" }}"#, p(&pki.ca_file())), 32);
+    let mut client = Client::connect(f.addr("front"));
+    for i in 0..20 {
+        let r = client.get(&format!("/r{i}"));
+        assert_eq!((r.status, r.text()), (200, "behind tls".to_string()), "request {i}");
+    }
+    assert_eq!(backend.wait_requests(20).len(), 20);
+    let handshakes = wait_metric(&tls_side, "ringway_tls_handshakes_total{listener=\"https\",version=\"TLSv1.3\"}", 1);
+    assert_eq!(handshakes, 1, "20 requests over one pooled TLS connection (the tickets it got did not spoil it)");
+    // The name from `sni` is what is verified: `localhost` is in the certificate.
+    let by_name = front(upstream, &format!(r#"{{ ca = "{}", sni = "localhost" }}"#, p(&pki.ca_file())), 32);
+    assert_eq!(get(by_name.addr("front"), "/by-name").status, 200);
+}
+
+#[test]
+fn a_certificate_from_another_ca_or_for_another_name_is_refused() {
+    let pki = Pki::new("up-ok2");
+    let other = Pki::new("up-other");
+    let cert = pki.leaf("server", &["localhost", "127.0.0.1"], "server");
+    let backend = RecordingBackend::start(|_| ok("never"));
+    let tls_side = terminator(&backend, &cert, "");
+    let upstream = tls_side.addr("https");
+    let wrong_ca = front(upstream, &format!(r#"{{ ca = "{}" }}"#, p(&other.ca_file())), 32);
+    assert_eq!(get(wrong_ca.addr("front"), "/").status, 502);
+    let wrong_name = front(upstream, &format!(r#"{{ ca = "{}", sni = "elsewhere.test" }}"#, p(&pki.ca_file())), 32);
+    assert_eq!(get(wrong_name.addr("front"), "/").status, 502);
+    assert!(backend.requests().is_empty(), "no request crossed an unverified connection");
+    let refused = wait_metric(
+        &tls_side,
+        "ringway_tls_handshake_failures_total{listener=\"https\",reason=\"rejected_by_client\"}",
+        2,
+    );
+    assert_eq!(refused, 2, "both handshakes ended with the front's alert");
+    let failed = metric(
+        &wrong_ca,
+        &format!(
+            "ringway_upstream_requests_total{{upstream=\"secure\",server=\"{upstream}\",outcome=\"connect_error\"}}"
+        ),
+    );
+    assert_eq!(failed, 1, "an unverified server is a connect failure");
+    // `verify = false` takes any certificate, with a warning at load.
+    let blind = front(upstream, r#"{ verify = false }"#, 32);
+    assert_eq!(get(blind.addr("front"), "/blind").status, 200);
+    assert!(blind.wait_stderr("verify = false", Duration::from_secs(5)), "{}", blind.stderr());
+}
+
+#[test]
+fn new_connections_resume_their_tls_session() {
+    let pki = Pki::new("up-resume");
+    let cert = pki.leaf("server", &["localhost", "127.0.0.1"], "server");
+    let backend = RecordingBackend::start(|_| ok("again"));
+    let tls_side = terminator(&backend, &cert, "");
+    // No pool: every request opens (and shakes hands on) a new connection.
+    let f = front(tls_side.addr("https"), &format!(r#"{{ ca = "{}" }}"#, p(&pki.ca_file())), 0);
+    for i in 0..8 {
+        assert_eq!(get(f.addr("front"), &format!("/n{i}")).status, 200);
+    }
+    let total = wait_metric(&tls_side, "ringway_tls_handshakes_total{listener=\"https\",version=\"TLSv1.3\"}", 8);
+    let resumed = metric(&tls_side, "ringway_tls_resumed_handshakes_total{listener=\"https\"}");
+    assert_eq!(total, 8);
+    assert!(resumed >= 6, "{resumed} of {total} handshakes resumed a session");
+}
+
+#[test]
+fn mtls_to_the_backend_presents_the_configured_client_certificate() {
+    let pki = Pki::new("up-mtls");
+    let cert = pki.leaf("server", &["localhost", "127.0.0.1"], "server");
+    let client_cert = pki.leaf("front", &["front.internal"], "ringway-front");
+    let backend = RecordingBackend::start(|_| ok("mtls"));
+    let extra = format!(r#", client_ca = "{}", client_subject_header = "X-Client-Subject""#, p(&pki.ca_file()));
+    let tls_side = terminator(&backend, &cert, &extra);
+    let upstream = tls_side.addr("https");
+    let with_cert = front(
+        upstream,
+        &format!(
+            r#"{{ ca = "{}", cert = "{}", key = "{}" }}"#,
+            p(&pki.ca_file()),
+            p(&client_cert.0),
+            p(&client_cert.1)
+        ),
+        32,
+    );
+    assert_eq!(get(with_cert.addr("front"), "/m").status, 200);
+    let seen = backend.wait_requests(1);
+    assert_eq!(seen[0].header("x-client-subject").as_deref(), Some("CN=ringway-front"));
+    assert_eq!(seen[0].header("x-forwarded-proto").as_deref(), Some("https"));
+    let without = front(upstream, &format!(r#"{{ ca = "{}" }}"#, p(&pki.ca_file())), 32);
+    assert_eq!(get(without.addr("front"), "/m").status, 502);
+    assert_eq!(backend.requests().len(), 1, "the front without a certificate got nothing through");
+    let refused = wait_metric(
+        &tls_side,
+        "ringway_tls_handshake_failures_total{listener=\"https\",reason=\"client_certificate\"}",
+        1,
+    );
+    assert_eq!(refused, 1);
+}
+
+#[test]
+fn active_health_checks_speak_tls() {
+    let pki = Pki::new("up-health");
+    let other = Pki::new("up-health-other");
+    let cert = pki.leaf("server", &["localhost", "127.0.0.1"], "server");
+    let backend = RecordingBackend::start(|_| ok("healthy"));
+    let tls_side = terminator(&backend, &cert, "");
+    let upstream = tls_side.addr("https");
+    // `front` writes `tls = ...` last in the upstream table: the check rides on the next line.
+    let check = "\nhealth_check = { path = \"/health\", interval = \"50ms\", timeout = \"1s\", rise = 1, fall = 1 }";
+    let good = front(upstream, &format!(r#"{{ ca = "{}" }}{check}"#, p(&pki.ca_file())), 32);
+    let bad = front(upstream, &format!(r#"{{ ca = "{}" }}{check}"#, p(&other.ca_file())), 32);
+    let series = format!("ringway_upstream_health{{upstream=\"secure\",server=\"{upstream}\"}}");
+    // The checks reached the backend through TLS...
+    assert!(backend.wait_until(|reqs, _| reqs.iter().filter(|r| r.target() == "/health").count() >= 3));
+    assert_eq!(metric(&good, &series), 1, "checks over verified TLS pass");
+    // ...and a check that cannot verify the server fails it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&bad, &series) != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&bad, &series), 0, "a server that fails verification is down");
+}
