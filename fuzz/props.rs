@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The fuzz targets, which are also the directory names under fuzz/seeds/
 /// and fuzz/regressions/.
-pub const TARGETS: [&str; 4] = ["request_head", "chunked", "path", "response_head"];
+pub const TARGETS: [&str; 5] = ["request_head", "chunked", "path", "response_head", "proxy_header"];
 
 /// Runs the checks of `target` on one input.
 pub fn check(target: &str, data: &[u8]) {
@@ -32,6 +32,7 @@ pub fn check(target: &str, data: &[u8]) {
         "chunked" => check_chunked(data),
         "path" => check_path(data),
         "response_head" => check_response_head(data),
+        "proxy_header" => check_proxy_header(data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }
@@ -430,5 +431,31 @@ fn check_path_params(data: &[u8], normalized: &[u8]) {
         with.extend_from_slice(param);
         with.extend_from_slice(&data[end..]);
         assert_eq!(route(&with), Some(want), "{} routes apart from {}", show(&with), show(data));
+    }
+}
+
+/// The PROXY protocol header parser (`ringway::proxy_protocol`): never
+/// panics; an accepted header takes no more than its bound and than the
+/// input; every strict prefix of it is `Incomplete`; bytes after it do not
+/// change it; and a TCP header written back in v1 and v2 reads the same.
+pub fn check_proxy_header(data: &[u8]) {
+    use ringway::proxy_protocol::{parse, write_v1, write_v2, ProxyHeader, ProxyHeaderError, V1_MAX_BYTES, V2_MAX_BYTES};
+    let Ok((header, n)) = parse(data) else { return };
+    assert!(n <= data.len(), "took {n} of {} bytes", data.len());
+    assert!(n <= V1_MAX_BYTES.max(V2_MAX_BYTES), "a {n}-byte header is over every bound");
+    for k in 0..n {
+        assert_eq!(parse(&data[..k]), Err(ProxyHeaderError::Incomplete), "prefix of {k} bytes of {}", show(&data[..n]));
+    }
+    let mut longer = data[..n].to_vec();
+    longer.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(parse(&longer), Ok((header, n)), "bytes after the header changed it");
+    if let ProxyHeader::Tcp { source, destination } = header {
+        let mut v1 = Vec::new();
+        write_v1(source, destination, &mut v1);
+        let mut v2 = Vec::new();
+        write_v2(source, destination, &mut v2);
+        for written in [v1, v2] {
+            assert_eq!(parse(&written), Ok((header, written.len())), "round trip of {}", show(&written));
+        }
     }
 }

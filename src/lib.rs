@@ -18,6 +18,7 @@ pub mod io_buf;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod router;
 pub mod runtime;
 pub mod tls;

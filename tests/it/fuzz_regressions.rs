@@ -69,8 +69,13 @@ fn response_head() {
 }
 
 #[test]
+fn proxy_header() {
+    run("proxy_header");
+}
+
+#[test]
 fn every_target_has_a_test() {
-    assert_eq!(props::TARGETS, ["request_head", "chunked", "path", "response_head"]);
+    assert_eq!(props::TARGETS, ["request_head", "chunked", "path", "response_head", "proxy_header"]);
     for target in props::TARGETS {
         assert!(fuzz_dir().join("seeds").join(target).is_dir(), "fuzz/seeds/{target}/ missing");
     }
