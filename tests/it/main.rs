@@ -29,3 +29,4 @@ mod resolve;
 mod routing;
 mod systemd_unit;
 mod takeover;
+mod tls;
