@@ -29,4 +29,5 @@ mod resolve;
 mod routing;
 mod systemd_unit;
 mod takeover;
+mod tls;
 mod tls_upstream;

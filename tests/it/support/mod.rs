@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod ops;
+pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -646,6 +647,14 @@ impl Proxy {
     /// listening line per `[[listeners]]` name.
     pub fn start(toml: &str) -> Proxy {
         let config_path = unique_temp_path("proxy", ".toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        Proxy::spawn(config_path, &listener_names(toml), &[], &[])
+    }
+
+    /// Like `start`, with the config written as `ringway.toml` in `dir`
+    /// (relative paths in it resolve there).
+    pub fn start_in(dir: &std::path::Path, toml: &str) -> Proxy {
+        let config_path = dir.join("ringway.toml");
         std::fs::write(&config_path, toml).expect("write config");
         Proxy::spawn(config_path, &listener_names(toml), &[], &[])
     }
