@@ -132,10 +132,9 @@ fn parse_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyHeaderError> {
         0 => ProxyHeader::Unspecified,
         1 => match buf[13] {
             // TCP over IPv4: 4 + 4 + 2 + 2 bytes (TLVs may follow).
-            0x11 if body.len() >= 12 => ProxyHeader::Tcp {
-                source: v4(&body[0..4], &body[8..10]),
-                destination: v4(&body[4..8], &body[10..12]),
-            },
+            0x11 if body.len() >= 12 => {
+                ProxyHeader::Tcp { source: v4(&body[0..4], &body[8..10]), destination: v4(&body[4..8], &body[10..12]) }
+            }
             // TCP over IPv6: 16 + 16 + 2 + 2 bytes.
             0x21 if body.len() >= 36 => ProxyHeader::Tcp {
                 source: v6(&body[0..16], &body[32..34]),

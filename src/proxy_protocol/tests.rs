@@ -23,7 +23,10 @@ fn v1_examples_from_the_spec() {
     let (got, _) = parse(b"PROXY TCP6 2001:db8::1 ::1 65535 80\r\n").expect("valid");
     assert_eq!(got, ProxyHeader::Tcp { source: sa("[2001:db8::1]:65535"), destination: sa("[::1]:80") });
     assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Ok((ProxyHeader::Unspecified, 15)));
-    assert_eq!(parse(b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n").map(|r| r.0), Ok(ProxyHeader::Unspecified));
+    assert_eq!(
+        parse(b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n").map(|r| r.0),
+        Ok(ProxyHeader::Unspecified)
+    );
 }
 
 #[test]
@@ -79,7 +82,11 @@ fn v2_addresses_local_and_other_families() {
     assert_eq!(parse(&h).map(|r| r.1), Ok(h.len()));
     assert_eq!(parse(&v2(0, 0x00, &[])), Ok((ProxyHeader::Unspecified, 16)), "LOCAL");
     assert_eq!(parse(&v2(0, 0x11, &body)).map(|r| r.0), Ok(ProxyHeader::Unspecified), "LOCAL ignores addresses");
-    assert_eq!(parse(&v2(1, 0x31, &[0; 216])).map(|r| r.0), Ok(ProxyHeader::Unspecified), "a Unix socket has no client IP");
+    assert_eq!(
+        parse(&v2(1, 0x31, &[0; 216])).map(|r| r.0),
+        Ok(ProxyHeader::Unspecified),
+        "a Unix socket has no client IP"
+    );
     assert_eq!(parse(&v2(1, 0x12, &body)).map(|r| r.0), Ok(ProxyHeader::Unspecified), "UDP");
 }
 

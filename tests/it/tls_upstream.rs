@@ -4,54 +4,40 @@
 //! reused (one handshake for many requests), session resumption on new
 //! connections, `verify = false`, and mTLS to the backend.
 
-use crate::support::ops::admin_get;
+use crate::support::tls::{metric as metric_f64, Ca, CertDir};
 use crate::support::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A CA and the files of certificates it signed, in a temp directory.
+/// A CA and the certificate files it signed, in a temp directory.
 struct Pki {
-    dir: PathBuf,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
+    dir: CertDir,
+    ca: Ca,
 }
 
 impl Pki {
     fn new(stem: &str) -> Pki {
-        let dir = unique_temp_path(stem, "d");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("{stem} CA"));
-        let ca_key = KeyPair::generate().expect("key");
-        let ca = params.self_signed(&ca_key).expect("CA");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write CA");
-        Pki { dir, ca, ca_key }
+        let dir = CertDir::new(stem);
+        let ca = Ca::new(&format!("{stem} CA"));
+        dir.write("ca.pem", ca.pem());
+        Pki { dir, ca }
     }
 
     fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
-    /// A leaf for `names` (DNS names or IP addresses) and common name `cn`,
+    /// A server certificate for `names` (DNS names or IP addresses),
     /// written as `{stem}.pem` and `{stem}.key`; returns their paths.
     fn leaf(&self, stem: &str, names: &[&str], cn: &str) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).expect("leaf");
-        let (c, k) = (self.dir.join(format!("{stem}.pem")), self.dir.join(format!("{stem}.key")));
-        std::fs::write(&c, cert.pem()).expect("write cert");
-        std::fs::write(&k, key.serialize_pem()).expect("write key");
-        (c, k)
+        self.dir.install(stem, &self.ca.server(cn, names, 2));
+        (self.dir.join(&format!("{stem}.pem")), self.dir.join(&format!("{stem}.key")))
     }
-}
 
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// A client certificate with subject `CN=cn`.
+    fn client(&self, stem: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.dir.install(stem, &self.ca.client(cn));
+        (self.dir.join(&format!("{stem}.pem")), self.dir.join(&format!("{stem}.key")))
     }
 }
 
@@ -104,10 +90,9 @@ routes = [ {{ prefix = "/", upstream = "secure" }} ]
     ))
 }
 
-/// The value of a metric line that starts with `series` (name and labels).
+/// One series' value on `/metrics` (0 when absent).
 fn metric(p: &Proxy, series: &str) -> u64 {
-    let text = admin_get(p, "/metrics").text();
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    metric_f64(p, series) as u64
 }
 
 fn wait_metric(p: &Proxy, series: &str, at_least: u64) -> u64 {
@@ -196,7 +181,7 @@ fn new_connections_resume_their_tls_session() {
 fn mtls_to_the_backend_presents_the_configured_client_certificate() {
     let pki = Pki::new("up-mtls");
     let cert = pki.leaf("server", &["localhost", "127.0.0.1"], "server");
-    let client_cert = pki.leaf("front", &["front.internal"], "ringway-front");
+    let client_cert = pki.client("front", "ringway-front");
     let backend = RecordingBackend::start(|_| ok("mtls"));
     let extra = format!(r#", client_ca = "{}", client_subject_header = "X-Client-Subject""#, p(&pki.ca_file()));
     let tls_side = terminator(&backend, &cert, &extra);
