@@ -351,6 +351,9 @@ fn civil(secs: u64) -> (i64, usize, u64, u64, u64, u64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+mod tcp;
+pub use tcp::{format_tcp, TcpEntry};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,12 +34,22 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Connects to `addr`; on a TLS upstream also shakes hands, with the
-    /// server name from `tls` or the host of `name` (the server as written
-    /// in the config). The caller bounds it in time.
-    pub async fn connect(addr: SocketAddr, tls: Option<&UpstreamTls>, name: &str) -> io::Result<Conn> {
-        let tcp = TcpStream::connect_addr(addr).await?;
+    /// Connects to `addr`; sends `proxy_header` first if it is not empty
+    /// (a PROXY protocol header); on a TLS upstream then shakes hands, with
+    /// the server name from `tls` or the host of `name` (the server as
+    /// written in the config). The caller bounds it in time.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<&UpstreamTls>,
+        name: &str,
+        proxy_header: &[u8],
+    ) -> io::Result<Conn> {
+        let mut tcp = TcpStream::connect_addr(addr).await?;
         let _ = tcp.set_nodelay(true);
+        if !proxy_header.is_empty() {
+            let (res, _) = monoio::io::AsyncWriteRentExt::write_all(&mut tcp, proxy_header.to_vec()).await;
+            res?;
+        }
         let Some(tls) = tls else { return Ok(Conn::Plain(tcp)) };
         let session =
             rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name(name)).map_err(io::Error::other)?;
@@ -62,6 +72,14 @@ impl Conn {
         match self {
             Conn::Plain(_) => None,
             Conn::Tls(s) => s.peer_subject.as_deref(),
+        }
+    }
+
+    /// The local address of the socket (the address a client connected to).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Conn::Plain(s) => s.local_addr(),
+            Conn::Tls(s) => s.tcp().local_addr(),
         }
     }
 

@@ -21,5 +21,6 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod router;
 pub mod runtime;
+pub mod tcp_proxy;
 pub mod tls;
 pub mod upstream;

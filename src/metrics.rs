@@ -100,6 +100,8 @@ pub struct WorkerMetrics {
     pub edge: EdgeCounts,
     /// TLS handshakes on listeners.
     pub tls: TlsCounts,
+    /// TCP-mode connections and PROXY header refusals.
+    pub l4: L4Counts,
 }
 
 /// Counters for requests the edge rules changed or refused, so an operator
@@ -137,6 +139,7 @@ impl Default for WorkerMetrics {
             retries: 0,
             edge: EdgeCounts::default(),
             tls: TlsCounts::default(),
+            l4: L4Counts::default(),
         }
     }
 }
@@ -192,6 +195,7 @@ impl WorkerMetrics {
             retries: self.retries,
             edge: self.edge,
             tls: self.tls.clone(),
+            l4: self.l4.clone(),
             pools,
         }
     }
@@ -226,6 +230,8 @@ pub struct WorkerSnapshot {
     pub edge: EdgeCounts,
     /// TLS handshakes.
     pub tls: TlsCounts,
+    /// Layer-4 counters.
+    pub l4: L4Counts,
     /// Pooled connections by server.
     pub pools: Vec<PoolGauge>,
 }
@@ -362,6 +368,7 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     let _ = writeln!(out, "# HELP ringway_early_responses_total Responses relayed before the request body was sent.\n# TYPE ringway_early_responses_total counter\nringway_early_responses_total {}", edge.early_responses);
     let _ = writeln!(out, "# HELP ringway_request_lines_refused_total Connections refused at their first bytes (not an HTTP request line).\n# TYPE ringway_request_lines_refused_total counter\nringway_request_lines_refused_total {}", edge.request_lines_refused);
     tls::render(snaps.iter().map(|s| &s.tls), &mut out);
+    l4::render(snaps.iter().map(|s| &s.l4), &mut out);
     let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
     out
 }
@@ -375,7 +382,9 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+mod l4;
 mod tls;
+pub use l4::{L4Counts, TcpDone};
 pub use tls::TlsCounts;
 
 #[cfg(test)]

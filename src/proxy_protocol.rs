@@ -17,6 +17,36 @@ pub const V1_MAX_BYTES: usize = 107;
 /// 216 bytes of a Unix-socket address block fit with room for TLVs).
 pub const V2_MAX_BYTES: usize = 16 + 512;
 
+/// Which header to send to an upstream (`send_proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The text form.
+    V1,
+    /// The binary form.
+    V2,
+}
+
+/// Appends a header of `version` for a connection from `source` to
+/// `destination`.
+pub fn write(version: Version, source: SocketAddr, destination: SocketAddr, out: &mut Vec<u8>) {
+    match version {
+        Version::V1 => write_v1(source, destination, out),
+        Version::V2 => write_v2(source, destination, out),
+    }
+}
+
+/// Appends a header that carries no client (v2 `LOCAL`, v1 `UNKNOWN`):
+/// what the proxy's own connections, such as health checks, send.
+pub fn write_local(version: Version, out: &mut Vec<u8>) {
+    match version {
+        Version::V1 => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Version::V2 => {
+            out.extend_from_slice(&V2_SIGNATURE);
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        }
+    }
+}
+
 /// What a header says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyHeader {

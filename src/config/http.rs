@@ -39,6 +39,19 @@ pub enum PathParams {
     Refuse,
 }
 
+/// What happens to client-sent forwarding fields (`X-Forwarded-For`,
+/// `X-Forwarded-Proto`, `X-Real-IP`, `Forwarded`), `[http] forwarded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// From a client outside the listener's `trusted` list they are
+    /// removed and replaced with what ringway saw; from a trusted one
+    /// `X-Forwarded-For` is appended to and the others pass.
+    Replace,
+    /// Appended to (and passed) from every client: the behaviour before
+    /// `trusted` existed, for a proxy that only ever sits behind another.
+    Append,
+}
+
 /// `[http]`: what the proxy lets through at the edge.
 #[derive(Debug, Clone)]
 pub struct HttpPolicy {
@@ -49,6 +62,8 @@ pub struct HttpPolicy {
     pub underscores: Underscores,
     /// Whether `;` path parameters are matched around or refused.
     pub path_params: PathParams,
+    /// Whose forwarding fields are believed.
+    pub forwarded: Forwarding,
 }
 
 impl Default for HttpPolicy {
@@ -57,6 +72,7 @@ impl Default for HttpPolicy {
             upgrades: DEFAULT_UPGRADES.iter().map(|p| p.as_bytes().into()).collect(),
             underscores: Underscores::Drop,
             path_params: PathParams::Match,
+            forwarded: Forwarding::Replace,
         }
     }
 }
@@ -117,6 +133,13 @@ impl Builder<'_> {
                 "match" => PathParams::Match,
                 "refuse" => PathParams::Refuse,
                 _ => return Err(self.err(p, "http.path_params", "expected \"match\" or \"refuse\"")),
+            };
+        }
+        if let Some(f) = &raw.forwarded {
+            policy.forwarded = match f.get_ref().as_str() {
+                "replace" => Forwarding::Replace,
+                "append" => Forwarding::Append,
+                _ => return Err(self.err(f, "http.forwarded", "expected \"replace\" or \"append\"")),
             };
         }
         Ok(policy)

@@ -32,6 +32,8 @@ pub const DEFAULT_UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// A TLS handshake on a listener, from the accept.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TCP-mode connection with no bytes in either direction is closed.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `[limits]`: the largest request the proxy accepts.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +70,8 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
     /// A TLS handshake on a listener, from the accept to its end.
     pub tls_handshake: Duration,
+    /// A TCP-mode connection idle in both directions.
+    pub tcp_idle: Duration,
 }
 
 impl Builder<'_> {
@@ -121,6 +125,7 @@ impl Builder<'_> {
             upstream_send: get(&t.upstream_send, "timeouts.upstream_send", DEFAULT_UPSTREAM_SEND_TIMEOUT)?,
             tunnel_idle: get(&t.tunnel_idle, "timeouts.tunnel_idle", DEFAULT_TUNNEL_IDLE_TIMEOUT)?,
             tls_handshake: get(&t.tls_handshake, "timeouts.tls_handshake", DEFAULT_TLS_HANDSHAKE_TIMEOUT)?,
+            tcp_idle: get(&t.tcp_idle, "timeouts.tcp_idle", DEFAULT_TCP_IDLE_TIMEOUT)?,
         })
     }
 }

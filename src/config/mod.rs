@@ -12,6 +12,7 @@ mod binds;
 mod error;
 mod http;
 mod limits;
+mod listener;
 mod raw;
 mod runtime;
 mod tls;
@@ -20,13 +21,15 @@ mod wording;
 
 pub use binds::overlaps;
 pub use error::ConfigError;
-pub use http::{HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
+pub use http::{Forwarding, HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
 pub use limits::{
     Limits, Timeouts, DEFAULT_CLIENT_BODY_TIMEOUT, DEFAULT_CLIENT_HEADER_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT,
     DEFAULT_CLIENT_SEND_TIMEOUT, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_TARGET_BYTES,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
-    DEFAULT_UPSTREAM_RESPONSE_TIMEOUT, DEFAULT_UPSTREAM_SEND_TIMEOUT, MAX_HEADERS_CEILING,
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    DEFAULT_UPSTREAM_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT, DEFAULT_UPSTREAM_SEND_TIMEOUT,
+    MAX_HEADERS_CEILING,
 };
+pub use listener::{Listener, ListenerMode};
 pub use runtime::{
     AccessLogConfig, Driver, LogFormat, LogTarget, RingConfig, RuntimeConfig, DEFAULT_READ_BUFFER_BYTES,
     DEFAULT_RING_ENTRIES, DEFAULT_SHUTDOWN_TIMEOUT,
@@ -35,9 +38,9 @@ pub use tls::ListenerTls;
 pub use upstream::DEFAULT_KEEPALIVE;
 
 use crate::metrics::RouteLabels;
-use crate::router::Router;
+
 use crate::upstream::{ServerState, Upstream};
-use raw::{RawConfig, RawListener};
+use raw::RawConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,21 +75,6 @@ pub enum RouteAction {
         /// The port written into `Location` (omitted when 443).
         port: Option<u16>,
     },
-}
-
-/// A `[[listeners]]` entry: an address and the routes served on it.
-#[derive(Debug)]
-pub struct Listener {
-    /// Unique; names the listener in metrics, logs and across reloads.
-    pub name: Arc<str>,
-    /// The configured address (port 0 until bound).
-    pub bind: SocketAddr,
-    /// The route prefixes, compiled into a trie.
-    pub routes: Router<Route>,
-    /// Labels for requests no route matched (answered 404).
-    pub no_route: Arc<RouteLabels>,
-    /// Terminate TLS (the `tls` table); absent: plaintext.
-    pub tls: Option<ListenerTls>,
 }
 
 /// One complete, validated configuration snapshot.
@@ -204,72 +192,6 @@ impl Builder<'_> {
     pub(super) fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
         humantime::parse_duration(s.get_ref())
             .map_err(|e| self.err(s, key, format!("invalid duration ({e}); write e.g. \"10s\" or \"250ms\"")))
-    }
-
-    fn listener(
-        &self,
-        l: &Spanned<RawListener>,
-        upstreams: &HashMap<String, usize>,
-        upstream_names: &[Arc<str>],
-    ) -> Result<Listener, ConfigError> {
-        let l = l.get_ref();
-        let name: Arc<str> = l.name.get_ref().as_str().into();
-        let bind = self.socket_addr(&l.bind, "listeners.bind", &format!("listener {name}"))?;
-        let dash: Arc<str> = "-".into();
-        let mut routes = Router::new();
-        for r in &l.routes {
-            let r = r.get_ref();
-            if let Some(to) = &r.redirect {
-                if r.upstream.is_some() || r.status.is_some() || to.get_ref() != "https" {
-                    return Err(self.err(
-                        to,
-                        "listeners.routes.redirect",
-                        "`redirect = \"https\"` is the only redirect, and it stands alone (no `upstream` or `status`)",
-                    ));
-                }
-            } else if let Some(p) = &r.redirect_port {
-                return Err(self.err(p, "listeners.routes.redirect_port", "only with `redirect = \"https\"`"));
-            }
-            let action = match (&r.upstream, &r.status) {
-                _ if r.redirect.is_some() => {
-                    RouteAction::RedirectHttps { port: r.redirect_port.as_ref().map(|p| *p.get_ref()) }
-                }
-                (Some(u), None) => match upstreams.get(u.get_ref()) {
-                    Some(&i) => RouteAction::Proxy { upstream: i, strip_prefix: r.strip_prefix },
-                    None => {
-                        return Err(self.err(
-                            u,
-                            "listeners.routes.upstream",
-                            format!("unknown upstream `{}`", u.get_ref()),
-                        ))
-                    }
-                },
-                (None, Some(s)) if (200..=599).contains(s.get_ref()) => RouteAction::Status(*s.get_ref()),
-                (None, Some(s)) => return Err(self.err(s, "listeners.routes.status", "must be from 200 to 599")),
-                _ => {
-                    return Err(self.err(
-                        &r.prefix,
-                        "listeners.routes",
-                        "a route needs exactly one of `upstream`, `status` or `redirect`",
-                    ))
-                }
-            };
-            let upstream_label = match &action {
-                RouteAction::Proxy { upstream, .. } => Arc::clone(&upstream_names[*upstream]),
-                RouteAction::Status(_) | RouteAction::RedirectHttps { .. } => Arc::clone(&dash),
-            };
-            let labels = Arc::new(RouteLabels {
-                listener: Arc::clone(&name),
-                route: r.prefix.get_ref().as_str().into(),
-                upstream: upstream_label,
-            });
-            routes
-                .insert(r.prefix.get_ref(), Route { action, labels })
-                .map_err(|e| self.route_error(e, &l.routes, &r.prefix))?;
-        }
-        let no_route = Arc::new(RouteLabels { listener: Arc::clone(&name), route: Arc::clone(&dash), upstream: dash });
-        let tls = l.tls.as_ref().map(|t| self.listener_tls(t)).transpose()?;
-        Ok(Listener { name, bind, routes, no_route, tls })
     }
 }
 

@@ -32,6 +32,7 @@ pub struct RawHttp {
     pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
     pub underscores_in_headers: Option<Spanned<String>>,
     pub path_params: Option<Spanned<String>>,
+    pub forwarded: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +84,7 @@ pub struct RawTimeouts {
     pub upstream_send: Option<Spanned<String>>,
     pub tunnel_idle: Option<Spanned<String>>,
     pub tls_handshake: Option<Spanned<String>>,
+    pub tcp_idle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +104,7 @@ pub struct RawUpstream {
     pub queue_timeout: Option<Spanned<String>>,
     pub resolve_every: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +176,7 @@ pub struct RawServerTable {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    pub path: Spanned<String>,
+    pub path: Option<Spanned<String>>,
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<u32>>,
@@ -188,6 +191,11 @@ pub struct RawListener {
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     pub tls: Option<Spanned<RawListenerTls>>,
+    pub mode: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    pub trusted: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -99,6 +99,14 @@ impl Builder<'_> {
         let keepalive = up.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| *k.get_ref());
         let mut built = Upstream::new(name.get_ref().as_str().into(), members, keepalive, policy);
         built.tls = up.tls.as_ref().map(|t| self.upstream_tls(t, &key)).transpose()?;
+        built.send_proxy = match up.send_proxy_protocol.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None => None,
+            Some((_, "v1")) => Some(crate::proxy_protocol::Version::V1),
+            Some((_, "v2")) => Some(crate::proxy_protocol::Version::V2),
+            Some((v, _)) => {
+                return Err(self.err(v, &format!("{key}.send_proxy_protocol"), "expected \"v1\" or \"v2\""))
+            }
+        };
         Ok(built)
     }
 
@@ -175,8 +183,8 @@ impl Builder<'_> {
 
     fn health_check(&self, h: &RawHealthCheck, key: &str) -> Result<HealthCheck, ConfigError> {
         let k = format!("{key}.health_check");
-        if !h.path.get_ref().starts_with('/') {
-            return Err(self.err(&h.path, &k, "path must start with '/'"));
+        if let Some(path) = h.path.as_ref().filter(|p| !p.get_ref().starts_with('/')) {
+            return Err(self.err(path, &k, "path must start with '/'"));
         }
         let d = |v: &Option<Spanned<String>>, default| v.as_ref().map_or(Ok(default), |s| self.duration(s, &k));
         let n = |v: &Option<Spanned<u32>>, default| match v {
@@ -185,7 +193,7 @@ impl Builder<'_> {
             None => Ok(default),
         };
         Ok(HealthCheck {
-            path: h.path.get_ref().clone(),
+            path: h.path.as_ref().map(|p| p.get_ref().clone()),
             interval: d(&h.interval, DEFAULT_HEALTH_INTERVAL)?,
             timeout: d(&h.timeout, DEFAULT_HEALTH_TIMEOUT)?,
             rise: n(&h.rise, DEFAULT_HEALTH_RISE)?,

@@ -50,10 +50,11 @@ pub(super) async fn connect(
     limit: Duration,
     tls: Option<&UpstreamTls>,
     name: &str,
+    proxy_header: &[u8],
 ) -> Result<Conn, ProxyError> {
     // Boxed: monoio's timer entry is 128-byte aligned, and inline it would
     // make every request's exchange future an aligned allocation.
-    match Box::pin(timeout(limit, Conn::connect(addr, tls, name))).await {
+    match Box::pin(timeout(limit, Conn::connect(addr, tls, name, proxy_header))).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => {
             log::debug!("connect to {addr}: {e}");

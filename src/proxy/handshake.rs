@@ -1,34 +1,31 @@
-//! The TLS phase of a connection on a TLS listener: the handshake, under
-//! `[timeouts] tls_handshake` and counted as an open connection from the
-//! accept, then the same `Session` as plaintext. A failed handshake costs
-//! its connection and a counter (`ringway_tls_handshake_failures_total`),
-//! never the worker.
+//! The TLS phase of a connection on a TLS listener (called by `accept`):
+//! the handshake, under `[timeouts] tls_handshake`. A failed handshake
+//! costs its connection and a counter
+//! (`ringway_tls_handshake_failures_total`), never the worker.
 
-use super::{Conn, Session};
+use crate::io_buf::ConnBuf;
 use crate::runtime::Worker;
 use crate::tls::{failure_reason, version_name, TlsStream};
 use monoio::net::TcpStream;
 use rustls::{Connection, ServerConfig, ServerConnection};
-use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Shakes hands with a client of a TLS listener, then serves it.
-pub async fn serve_tls(
-    worker: Rc<Worker>,
-    listener: Arc<str>,
+/// Shakes hands with a client of a TLS listener; `None` (counted) if the
+/// handshake failed. `received`: bytes already read from the socket (what
+/// followed a PROXY header), the start of the handshake.
+pub(super) async fn accept(
+    worker: &Worker,
+    listener: &Arc<str>,
     tcp: TcpStream,
-    peer: SocketAddr,
+    received: ConnBuf,
     tls: Arc<ServerConfig>,
-) {
-    worker.metrics.borrow_mut().connection_opened(&listener);
-    worker.connection_opened();
+) -> Option<Box<TlsStream>> {
     let started = Instant::now();
     let limit = worker.config().timeouts.tls_handshake;
     let done = match ServerConnection::new(tls) {
         Ok(session) => {
-            let mut stream = Box::new(TlsStream::new(tcp, Connection::Server(session)));
+            let mut stream = Box::new(TlsStream::with_received(tcp, Connection::Server(session), received));
             // Boxed: the handshake's future is large and lives only this long.
             match monoio::time::timeout(limit, Box::pin(stream.handshake())).await {
                 Ok(Ok(())) => Ok(stream),
@@ -44,14 +41,13 @@ pub async fn serve_tls(
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             let version = version_name(stream.session().protocol_version());
             let resumed = stream.session().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-            worker.metrics.borrow_mut().tls.handshake(&listener, version, resumed, micros);
-            Session::counted(worker, listener, Conn::Tls(stream), peer).run().await
+            worker.metrics.borrow_mut().tls.handshake(listener, version, resumed, micros);
+            Some(stream)
         }
         Err(reason) => {
-            log::debug!("TLS handshake with {peer} on {listener} failed: {reason}");
-            worker.metrics.borrow_mut().tls.failure(&listener, reason);
-            worker.metrics.borrow_mut().connection_closed(&listener);
-            worker.connection_closed();
+            log::debug!("TLS handshake on {listener} failed: {reason}");
+            worker.metrics.borrow_mut().tls.failure(listener, reason);
+            None
         }
     }
 }

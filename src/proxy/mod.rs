@@ -30,6 +30,7 @@
 mod body;
 mod client;
 
+mod accept;
 mod error;
 mod forward;
 mod handshake;
@@ -39,12 +40,13 @@ mod request_state;
 mod retry;
 mod routing;
 mod send;
-mod tunnel;
+pub(crate) mod tunnel;
 
 pub use crate::conn::Conn;
+pub use accept::{needs_preamble, serve};
 pub use error::{ProxyError, Retry, Side};
-pub use handshake::serve_tls;
 pub use local::reason;
+pub use tunnel::Relayed;
 
 use crate::http::head::HeadScanner;
 use crate::http::request::Method;
@@ -147,6 +149,10 @@ pub struct Session {
     replay: Vec<u8>,
     /// The current request's server order (reused buffer).
     plan: Vec<usize>,
+    /// Believe the client's own forwarding fields (`X-Forwarded-For` and
+    /// the like): it is in the listener's `trusted`, or `[http] forwarded
+    /// = "append"`. Decided once per connection.
+    believe_forwarded: bool,
     /// Wait for the next request with a hot read (see `read_head`).
     hot: bool,
     /// No request head has been read on this connection yet: its first
@@ -169,7 +175,10 @@ impl Session {
     fn counted(worker: Rc<Worker>, listener: Arc<str>, client: Conn, peer: SocketAddr) -> Self {
         let config = worker.config();
         let (rb, max_head) = (config.runtime.read_buffer, config.limits.max_header_bytes + 1);
+        let believe_forwarded = config.http.forwarded == crate::config::Forwarding::Append
+            || config.listeners.iter().any(|l| l.name == listener && l.trusts(peer.ip()));
         Session {
+            believe_forwarded,
             config,
             listener,
             client,
@@ -263,7 +272,7 @@ impl Session {
     /// Becomes a tunnel over the client connection and `upstream`.
     async fn into_tunnel(self, upstream: Conn) {
         let Session { client, cbuf, ubuf, config, .. } = self;
-        tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle).await
+        tunnel::run(client, cbuf, upstream, ubuf, config.timeouts.tunnel_idle).await;
     }
 
     /// Counts the request that just ended.

@@ -12,7 +12,7 @@ use super::forward::{connect, outcome};
 use super::{Exchange, Next, Session};
 use crate::http::BodyKind;
 use crate::runtime::clock::coarse_ms;
-use crate::upstream::{Server, Upstream};
+use crate::upstream::{PoolKey, Server, Upstream};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -137,19 +137,18 @@ impl Session {
     ) -> Result<Next, ProxyError> {
         let worker = Rc::clone(&self.worker);
         let mut fresh_only = false;
+        // A PROXY header names one client: such connections serve only it.
+        let key = PoolKey { tls: up.tls.as_ref(), client: up.send_proxy.map(|_| self.peer) };
         loop {
-            let pooled = if fresh_only {
-                None
-            } else {
-                worker.pools.borrow_mut().checkout(server.id, up.tls.as_ref(), coarse_ms())
-            };
+            let pooled =
+                if fresh_only { None } else { worker.pools.borrow_mut().checkout(server.id, key, coarse_ms()) };
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(c) => c,
                 None => {
-                    match connect(server.addr, self.config.timeouts.upstream_connect, up.tls.as_deref(), &server.name)
-                        .await
-                    {
+                    let header = self.proxy_header(up);
+                    let limit = self.config.timeouts.upstream_connect;
+                    match connect(server.addr, limit, up.tls.as_deref(), &server.name, &header).await {
                         Ok(c) => {
                             worker.metrics.borrow_mut().connect(server.id, server.addr);
                             c
@@ -180,7 +179,7 @@ impl Session {
                         worker.pools.borrow_mut().checkin(
                             server.id,
                             conn,
-                            up.tls.as_ref(),
+                            key,
                             up.keepalive,
                             up.policy.idle_timeout,
                             coarse_ms(),
@@ -200,6 +199,17 @@ impl Session {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The PROXY header a new connection to `up` starts with (empty if it
+    /// sends none): this client, and the address it connected to.
+    fn proxy_header(&self, up: &Upstream) -> Vec<u8> {
+        let mut header = Vec::new();
+        if let Some(version) = up.send_proxy {
+            let local = self.client.local_addr().unwrap_or(self.peer);
+            crate::proxy_protocol::write(version, self.peer, local, &mut header);
+        }
+        header
     }
 
     /// Waits briefly for a server under `max_conns`; false if the queue is

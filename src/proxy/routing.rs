@@ -89,6 +89,7 @@ impl Session {
                     client: self.peer_text.as_bytes(),
                     proto: if self.client.tls().is_some() { b"https" } else { b"http" },
                     client_subject: subject_header.map(|h| (h, self.client.client_subject())),
+                    believe: self.believe_forwarded,
                 };
                 let dropped = request::write_upstream_head(&req, path, &fwd, &config.http, &mut self.uhead);
                 if dropped > 0 {

@@ -10,7 +10,7 @@ use super::worker_log::WorkerLog;
 use crate::access_log;
 use crate::config::Config;
 use crate::metrics::{PoolGauge, WorkerMetrics};
-use crate::proxy::{serve_tls, Conn, Session};
+use crate::proxy::{serve, Conn, Session};
 use crate::upstream::UpstreamPools;
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
@@ -160,6 +160,11 @@ impl Worker {
     /// Appends one access log line; full buffers go to the writer thread.
     pub fn log_access(&self, entry: &access_log::Entry<'_>) {
         self.access_log.log(entry);
+    }
+
+    /// Appends one TCP-mode connection's access log line.
+    pub fn log_tcp(&self, entry: &access_log::TcpEntry<'_>) {
+        self.access_log.log_tcp(entry);
     }
 
     /// The current snapshot. After a reload the next call picks up the new
@@ -372,24 +377,13 @@ async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, 
             Ok((stream, peer)) => {
                 // TCP_NODELAY comes from the listening socket (Linux copies
                 // it to accepted ones), saving a syscall per connection.
-                // TLS: the listener's current certificates, so a reload
-                // applies to the next handshake.
-                let tls = worker
-                    .config()
-                    .listeners
-                    .iter()
-                    .find(|l| l.name == name)
-                    .and_then(|l| l.tls.as_ref())
-                    .map(|t| Arc::clone(&t.server));
-                match tls {
-                    None => {
-                        monoio::spawn(
-                            Session::new(Rc::clone(&worker), Arc::clone(&name), Conn::Plain(stream), peer).run(),
-                        );
-                    }
-                    Some(tls) => {
-                        monoio::spawn(serve_tls(Rc::clone(&worker), Arc::clone(&name), stream, peer, tls));
-                    }
+                // The listener's current settings (TLS certificates, PROXY
+                // protocol, mode), so a reload applies to the next connection.
+                if crate::proxy::needs_preamble(&worker.config(), &name) {
+                    // Boxed: rare next to plain HTTP, and larger.
+                    monoio::spawn(Box::pin(serve(Rc::clone(&worker), Arc::clone(&name), stream, peer)));
+                } else {
+                    monoio::spawn(Session::new(Rc::clone(&worker), Arc::clone(&name), Conn::Plain(stream), peer).run());
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,

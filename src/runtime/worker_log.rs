@@ -42,14 +42,23 @@ impl WorkerLog {
         self.format.get().is_some()
     }
 
-    /// Appends one line; a full buffer goes to the writer thread.
+    /// Appends one request's line; a full buffer goes to the writer thread.
     pub fn log(&self, entry: &access_log::Entry<'_>) {
+        self.append(|out, format, now| access_log::format(out, format, entry, now));
+    }
+
+    /// Appends one TCP-mode connection's line.
+    pub fn log_tcp(&self, entry: &access_log::TcpEntry<'_>) {
+        self.append(|out, format, now| access_log::format_tcp(out, format, entry, now));
+    }
+
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>, crate::config::LogFormat, SystemTime)) {
         let (Some(format), Some(tx)) = (self.format.get(), &*self.sender.borrow()) else { return };
         let mut lines = self.lines.borrow_mut();
         if lines.capacity() == 0 {
             lines.reserve(access_log::FLUSH_BYTES);
         }
-        access_log::format(&mut lines, format, entry, SystemTime::now());
+        write(&mut lines, format, SystemTime::now());
         if lines.len() >= access_log::FLUSH_BYTES {
             tx.send(std::mem::replace(&mut *lines, Vec::with_capacity(access_log::FLUSH_BYTES)));
         }

@@ -62,6 +62,16 @@ impl TlsStream {
         TlsStream { tcp, session, cin: ConnBuf::unallocated(CIPHER_IN_MAX), cout: Vec::new(), peer_subject: None }
     }
 
+    /// Wraps `tcp`, whose first bytes were already read into `received`
+    /// (what followed a PROXY protocol header).
+    pub fn with_received(tcp: TcpStream, session: Connection, received: ConnBuf) -> Self {
+        let mut stream = TlsStream::new(tcp, session);
+        if !received.is_empty() {
+            stream.cin = received;
+        }
+        stream
+    }
+
     /// The rustls state (negotiated version, cipher suite, SNI, peer
     /// certificates).
     pub fn session(&self) -> &Connection {

@@ -6,7 +6,6 @@
 
 use super::{HealthCheck, Server, Upstream};
 use crate::conn::Conn;
-use crate::tls::client::UpstreamTls;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::time::timeout;
 use std::cell::Cell;
@@ -20,7 +19,7 @@ pub async fn run(up: Arc<Upstream>, hc: HealthCheck, token: Rc<Cell<u64>>, gener
     let mut streak: Vec<(u32, u32)> = vec![(0, 0); up.servers.len()];
     while token.get() == generation {
         for (server, (passes, fails)) in up.servers.iter().zip(streak.iter_mut()) {
-            if probe(server, up.tls.as_deref(), &hc).await {
+            if probe(server, &up, &hc).await {
                 *passes += 1;
                 *fails = 0;
                 if *passes >= hc.rise && server.state.set_active_down(false) {
@@ -39,14 +38,20 @@ pub async fn run(up: Arc<Upstream>, hc: HealthCheck, token: Rc<Cell<u64>>, gener
 }
 
 /// One check: `GET path` answered with a 2xx or 3xx status within the
-/// timeout (over TLS on a TLS upstream, the handshake included).
-async fn probe(server: &Server, tls: Option<&UpstreamTls>, hc: &HealthCheck) -> bool {
+/// timeout (over TLS on a TLS upstream, the handshake included); without
+/// a path, the connect (and handshake) alone.
+/// A server that expects a PROXY header gets one that names no client.
+async fn probe(server: &Server, up: &Upstream, hc: &HealthCheck) -> bool {
     let addr = server.addr;
+    let mut header = Vec::new();
+    if let Some(version) = up.send_proxy {
+        crate::proxy_protocol::write_local(version, &mut header);
+    }
     let attempt = async {
-        let mut stream = Conn::connect(addr, tls, &server.name).await.ok()?;
+        let mut stream = Conn::connect(addr, up.tls.as_deref(), &server.name, &header).await.ok()?;
+        let Some(path) = &hc.path else { return Some(true) };
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n",
-            hc.path
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n"
         );
         let (res, _) = stream.write_all(request.into_bytes()).await;
         res.ok()?;

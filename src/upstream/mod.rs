@@ -14,7 +14,7 @@ mod stable_hash;
 mod weighted;
 
 pub use balance::{next_random, Balance, HashKey};
-pub use pool::UpstreamPools;
+pub use pool::{PoolKey, UpstreamPools};
 pub use server::{member_state, server_state, MemberState, PassiveHealth, ServerState};
 pub use stable_hash::hash_bytes;
 
@@ -53,8 +53,10 @@ pub struct Server {
 /// Active health check settings (`health_check = { ... }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// Path requested with `GET`; a 2xx or 3xx status passes.
-    pub path: String,
+    /// Path requested with `GET`; a 2xx or 3xx status passes. Absent: a
+    /// connect check (the TCP connect, and the TLS handshake on a TLS
+    /// upstream, is the whole check), for servers that do not speak HTTP.
+    pub path: Option<String>,
     /// Time between two checks of a server.
     pub interval: Duration,
     /// How long one check may take before it fails.
@@ -110,6 +112,9 @@ pub struct Upstream {
     pub waiting: AtomicUsize,
     /// Speak TLS to the servers (the upstream's `tls` table).
     pub tls: Option<Arc<crate::tls::client::UpstreamTls>>,
+    /// Send a PROXY protocol header first on each new connection
+    /// (`send_proxy_protocol`); pooled connections then serve one client each.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// Longest candidate list for one request.
@@ -134,6 +139,7 @@ impl Upstream {
             ring,
             waiting: AtomicUsize::new(0),
             tls: None,
+            send_proxy: None,
         }
     }
 

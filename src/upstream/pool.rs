@@ -26,6 +26,9 @@ struct PooledConn {
     /// settings that verified it. Held, not just compared by address, so
     /// a reload's new settings can never share an old one's address.
     tls: Option<Arc<UpstreamTls>>,
+    /// The client it carries requests for, on an upstream that sends a
+    /// PROXY header (which names one client per connection); else `None`.
+    client: Option<std::net::SocketAddr>,
     /// On the coarse clock (`clock::coarse_ms`), no slack added: the slack
     /// is added to the reading at checkout.
     expires: u64,
@@ -36,6 +39,28 @@ struct ServerPool {
     idle: Slab<PooledConn>,
     /// Slab keys, least recently used first.
     order: Vec<usize>,
+}
+
+/// Which pooled connections a request may use, beyond the server: those
+/// opened with the same TLS settings, and on an upstream that sends a
+/// PROXY header, only those opened for the same client.
+#[derive(Clone, Copy, Default)]
+pub struct PoolKey<'a> {
+    /// The upstream's TLS settings (`None`: plaintext).
+    pub tls: Option<&'a Arc<UpstreamTls>>,
+    /// The client, when the connection's PROXY header names it.
+    pub client: Option<std::net::SocketAddr>,
+}
+
+impl PoolKey<'_> {
+    fn fits(&self, c: &PooledConn) -> bool {
+        let tls = match (&c.tls, self.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        tls && c.client == self.client
+    }
 }
 
 /// All of one worker's pools, indexed by `Server::id`.
@@ -109,18 +134,13 @@ impl UpstreamPools {
     /// the coarse clock; its resolution counts against the connection, so
     /// that one is never reused past `idle_timeout`, which users set just
     /// below the backend's own keep-alive timeout.
-    /// Only connections opened with `tls` (the same settings) qualify.
-    pub fn checkout(&mut self, id: usize, tls: Option<&Arc<UpstreamTls>>, coarse_now_ms: u64) -> Option<Conn> {
+    /// Only connections that fit `key` qualify.
+    pub fn checkout(&mut self, id: usize, key: PoolKey<'_>, coarse_now_ms: u64) -> Option<Conn> {
         let pool = self.pools.get_mut(id)?;
         let now_plus_slack = coarse_now_ms.saturating_add(coarse_slack_ms());
-        let same = |c: &PooledConn| match (&c.tls, tls) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        while let Some(at) = pool.order.iter().rposition(|&key| same(&pool.idle[key])) {
-            let key = pool.order.remove(at);
-            let mut conn = pool.idle.remove(key);
+        while let Some(at) = pool.order.iter().rposition(|&k| key.fits(&pool.idle[k])) {
+            let slot = pool.order.remove(at);
+            let mut conn = pool.idle.remove(slot);
             if now_plus_slack < conn.expires && still_usable(&mut conn.stream) {
                 return Some(conn.stream);
             }
@@ -135,7 +155,7 @@ impl UpstreamPools {
         &mut self,
         id: usize,
         stream: Conn,
-        tls: Option<&Arc<UpstreamTls>>,
+        key: PoolKey<'_>,
         keepalive: usize,
         idle_timeout: Duration,
         coarse_now_ms: u64,
@@ -153,9 +173,14 @@ impl UpstreamPools {
             pool.idle.remove(oldest);
         }
         let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        let tls = tls.cloned();
-        let key = pool.idle.insert(PooledConn { stream, tls, expires: coarse_now_ms.saturating_add(idle_ms) });
-        pool.order.push(key);
+        let conn = PooledConn {
+            stream,
+            tls: key.tls.cloned(),
+            client: key.client,
+            expires: coarse_now_ms.saturating_add(idle_ms),
+        };
+        let slot = pool.idle.insert(conn);
+        pool.order.push(slot);
     }
 
     /// Idle connections to server `id` (for the pool gauges).
@@ -198,13 +223,13 @@ mod tests {
             let (ours, theirs) = pair(&l).await;
             addrs.push(local(&ours));
             keep.push(theirs);
-            pools.checkin(7, ours, None, 2, LONG, T);
+            pools.checkin(7, ours, PoolKey::default(), 2, LONG, T);
         }
         assert_eq!(pools.idle_count(7), 2, "the oldest was closed at the cap");
-        assert_eq!(pools.checkout(7, None, T).map(|s| local(&s)), Some(addrs[2]));
-        assert_eq!(pools.checkout(7, None, T).map(|s| local(&s)), Some(addrs[1]));
-        assert!(pools.checkout(7, None, T).is_none());
-        assert!(pools.checkout(99, None, T).is_none(), "unknown server");
+        assert_eq!(pools.checkout(7, PoolKey::default(), T).map(|s| local(&s)), Some(addrs[2]));
+        assert_eq!(pools.checkout(7, PoolKey::default(), T).map(|s| local(&s)), Some(addrs[1]));
+        assert!(pools.checkout(7, PoolKey::default(), T).is_none());
+        assert!(pools.checkout(99, PoolKey::default(), T).is_none(), "unknown server");
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -213,25 +238,25 @@ mod tests {
         let mut pools = UpstreamPools::new();
 
         let (ours, theirs) = pair(&l).await;
-        pools.checkin(1, ours, None, 8, LONG, T);
+        pools.checkin(1, ours, PoolKey::default(), 8, LONG, T);
         drop(theirs);
         monoio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pools.checkout(1, None, T).is_none(), "closed by the backend");
+        assert!(pools.checkout(1, PoolKey::default(), T).is_none(), "closed by the backend");
 
         let (ours, mut theirs) = pair(&l).await;
-        pools.checkin(1, ours, None, 8, LONG, T);
+        pools.checkin(1, ours, PoolKey::default(), 8, LONG, T);
         theirs.write_all(b"HTTP/1.1 200 OK\r\n").expect("write");
         monoio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pools.checkout(1, None, T).is_none(), "unsolicited bytes");
+        assert!(pools.checkout(1, PoolKey::default(), T).is_none(), "unsolicited bytes");
 
         let (ours, _theirs) = pair(&l).await;
-        pools.checkin(1, ours, None, 8, Duration::ZERO, T);
-        assert!(pools.checkout(1, None, T).is_none(), "expired");
+        pools.checkin(1, ours, PoolKey::default(), 8, Duration::ZERO, T);
+        assert!(pools.checkout(1, PoolKey::default(), T).is_none(), "expired");
 
         let (ours, _theirs2) = pair(&l).await;
         let addr = local(&ours);
-        pools.checkin(1, ours, None, 8, LONG, T);
-        assert_eq!(pools.checkout(1, None, T).map(|s| local(&s)), Some(addr), "a clean one is reused");
+        pools.checkin(1, ours, PoolKey::default(), 8, LONG, T);
+        assert_eq!(pools.checkout(1, PoolKey::default(), T).map(|s| local(&s)), Some(addr), "a clean one is reused");
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -239,12 +264,12 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut pools = UpstreamPools::new();
         let (a, _ta) = pair(&l).await;
-        pools.checkin(2, a, None, 0, LONG, T);
+        pools.checkin(2, a, PoolKey::default(), 0, LONG, T);
         assert_eq!(pools.idle_count(2), 0, "keepalive 0 pools nothing");
         let (b, _tb) = pair(&l).await;
         let (c, _tc) = pair(&l).await;
-        pools.checkin(2, b, None, 4, LONG, T);
-        pools.checkin(3, c, None, 4, LONG, T);
+        pools.checkin(2, b, PoolKey::default(), 4, LONG, T);
+        pools.checkin(3, c, PoolKey::default(), 4, LONG, T);
         pools.retain(|id| id == 3);
         assert_eq!((pools.idle_count(2), pools.idle_count(3)), (0, 1), "removed servers are drained");
     }

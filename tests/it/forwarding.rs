@@ -30,13 +30,45 @@ fn absolute_form_sets_host_to_the_authority() {
     assert_eq!(r.target(), "/p?q=1", "origin-form upstream");
 }
 
-#[test]
-fn x_forwarded_for_appends_the_client_address() {
-    let r = forwarded(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n");
-    assert_eq!(r.headers_named("x-forwarded-for"), ["1.2.3.4, 127.0.0.1"]);
+/// What the backend saw of `request` through a proxy whose listener has
+/// `listener_keys` and whose config ends with `more`.
+fn forwarded_with(listener_keys: &str, more: &str, request: &[u8]) -> Recorded {
+    let b = RecordingBackend::echo_id("b");
+    let proxy = Proxy::start(&format!(
+        "[upstreams.x]\nservers = [\"{}\"]\n[[listeners]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"x\" }} ]\n{listener_keys}\n{more}",
+        b.addr()
+    ));
+    let r = crate::support::request(proxy.addr("public"), request);
+    assert_eq!(r.status, 200, "{}", r.raw_head);
+    b.wait_requests(1).remove(0)
+}
 
-    let r = forwarded(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\nX-Other: a\r\nX-Forwarded-For: 5.6.7.8, 9.9.9.9\r\n\r\n");
-    assert_eq!(r.headers_named("x-forwarded-for"), ["1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.1"]);
+const SPOOFED: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Other: a\r\nX-Forwarded-For: 5.6.7.8, 9.9.9.9\r\n\r\n";
+
+/// By default a client outside the listener's `trusted` cannot put words
+/// in the proxy's mouth: its forwarding fields are replaced.
+#[test]
+fn an_untrusted_clients_forwarding_fields_are_replaced() {
+    let r = forwarded(SPOOFED);
+    assert_eq!(r.headers_named("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(r.headers_named("x-real-ip"), ["127.0.0.1"]);
+    assert!(r.headers_named("forwarded").is_empty(), "{}", r.raw_head);
+    assert_eq!(r.headers_named("x-other"), ["a"]);
+    // A trusted list that does not hold the client changes nothing.
+    let r = forwarded_with("trusted = [\"10.0.0.0/8\"]", "", SPOOFED);
+    assert_eq!(r.headers_named("x-forwarded-for"), ["127.0.0.1"]);
+}
+
+/// From a trusted peer (another proxy), the list is appended to and its
+/// other fields pass; `[http] forwarded = "append"` trusts everyone.
+#[test]
+fn x_forwarded_for_appends_for_trusted_peers() {
+    for (keys, more) in [("trusted = [\"127.0.0.0/8\"]", ""), ("", "[http]\nforwarded = \"append\"\n")] {
+        let r = forwarded_with(keys, more, SPOOFED);
+        assert_eq!(r.headers_named("x-forwarded-for"), ["1.2.3.4, 5.6.7.8, 9.9.9.9, 127.0.0.1"], "{keys}{more}");
+        assert_eq!(r.headers_named("x-real-ip"), ["6.6.6.6"]);
+        assert_eq!(r.headers_named("forwarded"), ["for=6.6.6.6"]);
+    }
 }
 
 #[test]
@@ -67,7 +99,7 @@ fn request_hop_by_hop_fields_are_removed_and_others_kept_in_order() {
     let kept: Vec<(String, String)> = r
         .fields()
         .into_iter()
-        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-") && !n.starts_with("X-Forwarded"))
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-") && !n.starts_with("X-Forwarded") && n != "X-Real-IP")
         .collect();
     let expected: Vec<(String, String)> = [("X-A", "1"), ("X-B", "b"), ("X-A", "2"), ("X-C", "c")]
         .iter()

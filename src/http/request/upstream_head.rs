@@ -19,12 +19,17 @@ pub struct Forwarded<'a> {
     /// passed from the client; the subject is absent without a verified
     /// client certificate.
     pub client_subject: Option<(&'a str, Option<&'a [u8]>)>,
+    /// Believe the client's own forwarding fields: its `X-Forwarded-For`
+    /// is appended to and its `X-Real-IP` and `Forwarded` pass. Otherwise
+    /// (a client outside the listener's `trusted`, under `[http] forwarded
+    /// = "replace"`) they are removed, and `X-Real-IP` is the client.
+    pub believe: bool,
 }
 
 impl<'a> Forwarded<'a> {
     /// A plaintext client at `client`.
     pub fn plain(client: &'a [u8]) -> Self {
-        Forwarded { client, proto: b"http", client_subject: None }
+        Forwarded { client, proto: b"http", client_subject: None, believe: true }
     }
 }
 
@@ -62,6 +67,7 @@ pub fn write_upstream_head(
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || fwd.client_subject.is_some_and(|(h, _)| name.eq_ignore_ascii_case(h.as_bytes()))
+            || (!fwd.believe && (name.eq_ignore_ascii_case(b"x-real-ip") || name.eq_ignore_ascii_case(b"forwarded")))
         {
             continue;
         }
@@ -69,7 +75,8 @@ pub fn write_upstream_head(
     }
     // One X-Forwarded-For: the client's list (in order) plus the client.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
+    let believed = req.headers.iter().filter(|_| fwd.believe);
+    for h in believed.filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
         let v = trim_ows(h.value);
         if !v.is_empty() {
             if forwarded_for {
@@ -86,6 +93,11 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
     out.extend_from_slice(fwd.proto);
     out.extend_from_slice(b"\r\n");
+    if !fwd.believe {
+        out.extend_from_slice(b"X-Real-IP: ");
+        out.extend_from_slice(fwd.client);
+        out.extend_from_slice(b"\r\n");
+    }
     if let Some((name, Some(subject))) = fwd.client_subject {
         push_field(out, name.as_bytes(), subject);
     }
