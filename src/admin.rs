@@ -163,6 +163,9 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 fn route(control: &Arc<Control>, method: &str, path: &str) -> (u16, &'static str, String) {
     match (method, path) {
+        // A graceful stop has begun: the load balancer in front should
+        // stop sending new connections here while in-flight ones finish.
+        ("GET", "/health") if control.is_shutting_down() => (503, TEXT, "stopping\n".into()),
         ("GET", "/health") => (200, TEXT, "ok\n".into()),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(control)),
         ("GET", "/status") => (200, "application/json", status_json(control)),

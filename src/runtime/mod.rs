@@ -56,6 +56,7 @@ impl Running {
 /// with the first error. `check_free`: refuse an address another process
 /// listens on (off for `--takeover`, which means to share them).
 pub fn start(control: Arc<Control>, inherited: &mut handover::Inherited, check: bool) -> io::Result<Running> {
+    raise_open_files_limit();
     let config = control.config();
     if let Some(log) = &config.access_log {
         crate::access_log::start(log).map_err(|e| io::Error::new(e.kind(), format!("access log: {e}")))?;
@@ -104,6 +105,25 @@ pub fn start(control: Arc<Control>, inherited: &mut handover::Inherited, check: 
     }
     control.start_resolver();
     Ok(Running { control, listeners, drivers, handles })
+}
+
+/// Raises the soft limit on open files to the hard limit: every client
+/// and upstream connection is a file descriptor, and containers and login
+/// shells often start at a soft 1024 under a far higher hard limit (Go
+/// programs do the same at start). Failure changes nothing.
+#[allow(unsafe_code)]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the
+    // hard one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        log::info!("open files limit raised from {} to {}", limit.rlim_cur, limit.rlim_max);
+    }
 }
 
 fn run_worker(

@@ -3,7 +3,7 @@
 //! `Connection: close`, listeners stop accepting, and a connection accepted
 //! just before the stop still gets its first request answered.
 
-use crate::support::ops::refused_within;
+use crate::support::ops::{admin_get, refused_within};
 use crate::support::*;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
@@ -101,6 +101,7 @@ fn idle_connections_close_at_once_while_a_request_finishes(threads: usize) {
     let mut unused = Client::connect(public);
     wait_open_connections(&p, 8.0);
 
+    assert_eq!(admin_get(&p, "/health").status, 200);
     let signalled = Instant::now();
     p.signal(libc::SIGTERM);
     for (i, c) in idle.iter_mut().enumerate() {
@@ -114,6 +115,9 @@ fn idle_connections_close_at_once_while_a_request_finishes(threads: usize) {
     assert!(refused_within(public, SETTLE), "the listener still accepts during the drain");
     assert!(p.wait_stderr(STOPPING, SETTLE), "{}", p.stderr());
     assert!(p.try_exit().is_none(), "the proxy exited with a request in flight");
+    // The tier in front learns of the stop from the health endpoint.
+    let health = admin_get(&p, "/health");
+    assert_eq!((health.status, health.text().as_str()), (503, "stopping\n"));
 
     // Accepted before the stop, asking only now: it is answered, and told
     // the connection closes.

@@ -835,3 +835,36 @@ fn health_and_admin_endpoints_are_not_on_public_listeners() {
     let m = scrape(&p);
     assert_eq!((m.get(RELOAD_OK), m.get(RELOAD_FAILED)), (0.0, 0.0), "a public POST /reload must not reload");
 }
+
+/// Connections are file descriptors: a soft limit below the hard one (a
+/// container's 1024) is raised at start.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    use std::io::BufRead;
+    let Ok(true) = std::process::Command::new("prlimit").arg("--version").output().map(|o| o.status.success()) else {
+        return;
+    };
+    let config = unique_temp_path("nofile", ".toml");
+    std::fs::write(&config, "[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\n").expect("config");
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=256:4096", "--"])
+        .arg(bin())
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while stdout.read_line(&mut line).expect("read") > 0 && !line.contains("ringway listening") {
+        line.clear();
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&config);
+    let files = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
+    let fields: Vec<&str> = files.split_whitespace().collect();
+    assert_eq!(fields[3..5], ["4096", "4096"], "{files}");
+}
