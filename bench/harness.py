@@ -7,6 +7,8 @@ the binaries first. Modes:
     bench/harness.py            full run: scenarios (a)-(e), 1 and 2 workers
     bench/harness.py --quick    about a minute: (a) 1 worker, (c) small, (e) 2000 conns
     bench/harness.py --tuning   ringway's [runtime] knobs one at a time (scenario a)
+    bench/harness.py --tls      TLS listeners: keep-alive, handshakes, streaming, idle (issue 14)
+    bench/harness.py --tls --quick   the same, about 1.5 minutes
 
 Every process it starts is in its own session and is killed on exit
 (atexit + SIGINT/SIGTERM/SIGHUP handlers); every wait has a deadline.
@@ -23,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -37,6 +40,12 @@ BIGBODY = os.path.join(ROOT, "target", "bench-bigbody", "release", "bigbody")
 WRK_LUA = os.path.join(BENCH, "wrk-report.lua")
 IDLE_PY = os.path.join(BENCH, "idle_memory.py")
 PROXIES = ["ringway", "nginx", "haproxy"]
+# --tls: every proxy keeps its plaintext listener on its port and adds these
+# TLS listeners: kind -> (port offset, certificate, resumption allowed).
+# ringway cannot turn resumption off (rustls with stateless tickets, 2 per
+# handshake), so its "ec" and "ec_resume" listeners are the same; nginx and
+# HAProxy turn tickets and the session cache off on the first two.
+TLS_LISTENERS = {"ec": (2, "ec", False), "rsa": (4, "rsa", False), "ec_resume": (6, "ec", True)}
 HZ = os.sysconf("SC_CLK_TCK")
 NOFILE = 20000  # set in main() from RLIMIT_NOFILE (children inherit it)
 NCPU = os.cpu_count() or 1
@@ -168,6 +177,61 @@ def http_get(port, path, timeout=5.0):
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def https_get(port, path, cafile, timeout=5.0):
+    """GET over TLS, verified against `cafile` for the name localhost;
+    returns (status, body, "version cipher")."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while True:
+                try:
+                    b = s.recv(65536)
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    break  # closed without close_notify: the body is complete anyway (Content-Length)
+                if not b:
+                    break
+                data += b
+            info = f"{s.version()} {s.cipher()[0]}"
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
+    return status, body, info
+
+
+def make_certs(work):
+    """Self-signed ECDSA P-256 and RSA-2048 certificates for DNS:localhost
+    and IP:127.0.0.1, made with `openssl req` into the run's directory;
+    `<kind>_combined` is cert + key in one file for HAProxy's `crt`."""
+    out = {}
+    for kind, newkey in (("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]), ("rsa", ["-newkey", "rsa:2048"])):
+        cert, key = os.path.join(work, f"{kind}.pem"), os.path.join(work, f"{kind}.key")
+        run(["openssl", "req", "-x509"] + newkey + ["-nodes", "-keyout", key, "-out", cert, "-days", "7",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], timeout=60, check=True)
+        combined = os.path.join(work, f"{kind}.haproxy.pem")
+        with open(combined, "w") as f, open(cert) as c, open(key) as k:
+            f.write(c.read() + k.read())
+        out.update({kind: cert, kind + "_key": key, kind + "_combined": combined})
+    return out
+
+
+def tls_probe(port):
+    """What a default OpenSSL 3 client (`openssl s_client`) negotiates with
+    the listener, and how many TLS 1.3 session tickets the server sends."""
+    req = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    try:
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-ign_eof"],
+                           input=req, capture_output=True, text=True, timeout=10, start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"probe failed ({e})"
+    out = r.stdout + r.stderr
+    get = lambda rx: (re.search(rx, out) or [None, "?"])[1]
+    version, cipher = get(r"(TLSv[0-9.]+), Cipher is"), get(r"Cipher is (\S+)")
+    kx, sig = get(r"Server Temp Key: ([^,\n]+)"), get(r"Peer signature type: (\S+)")
+    tickets = out.count("Post-Handshake New Session Ticket arrived")
+    return f"{version} {cipher}, key exchange {kx}, signature {sig}, {tickets} session ticket(s) per handshake"
 
 
 # ---------------------------------------------------------------- /proc probes
@@ -306,10 +370,15 @@ class ConnectCounter:
 class Proxy:
     name = "?"
 
-    def __init__(self, work, port, workers, pin, backends, big):
+    def __init__(self, work, port, workers, pin, backends, big, tls=None):
         self.work, self.port, self.workers, self.pin = work, port, workers, pin
         self.backends, self.big = backends, big
+        self.tls = tls  # certificate paths from make_certs(): adds the TLS listeners (TLS_LISTENERS)
         self.proc = None
+
+    def tls_port(self, kind):
+        """The TLS listener of `kind` ("ec", "rsa", "ec_resume"): port + offset."""
+        return self.port + TLS_LISTENERS[kind][0]
 
     def cpus(self):
         return "0" if self.pin else None
@@ -356,13 +425,18 @@ class Ringway(Proxy):
                   "[upstreams.big]", f'servers = ["127.0.0.1:{self.big}"]', f"keepalive = {self.keepalive}", ""]
         if self.admin:
             lines += ["[admin]", f'bind = "127.0.0.1:{self.admin}"', ""]
-        lines += ["[[listeners]]", 'name = "public"', f'bind = "127.0.0.1:{self.port}"', "routes = [",
+        routes = ["routes = [",
                   '  { prefix = "/", upstream = "allbackend" },',
                   '  { prefix = "/app1", upstream = "app1backend" },',
                   '  { prefix = "/app2", upstream = "app2backend" },',
                   '  { prefix = "/admin", status = 403 },',
                   '  { prefix = "/bytes", upstream = "big" },',
-                  '  { prefix = "/sink", upstream = "big" },', "]", ""]
+                  '  { prefix = "/sink", upstream = "big" },', "]"]
+        lines += ["[[listeners]]", 'name = "public"', f'bind = "127.0.0.1:{self.port}"'] + routes + [""]
+        for kind, (_, cert, _) in (TLS_LISTENERS.items() if self.tls else ()):
+            lines += ["[[listeners]]", f'name = "tls_{kind}"', f'bind = "127.0.0.1:{self.tls_port(kind)}"'] + routes
+            lines += [f'tls = {{ certificates = [ {{ cert = "{self.tls[cert]}", key = "{self.tls[cert + "_key"]}" }} ], '
+                      'min_version = "1.2" }', ""]
         return "\n".join(lines)
 
     def start(self):
@@ -403,6 +477,28 @@ class Nginx(Proxy):
         # worker per server: 32 per server means 32 x servers here.
         ups = lambda ports: " ".join(f"server 127.0.0.1:{p};" for p in ports) + (
             f" keepalive {32 * len(ports)}; keepalive_requests 1000000; keepalive_timeout 60s;")
+        body = """    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location / { proxy_pass http://allbackend; }
+    location /app1 { proxy_pass http://app1backend; }
+    location /app2 { proxy_pass http://app2backend; }
+    location /admin { return 403; }
+    # streaming routes: no buffering to disk, no request buffering, no body limit
+    location /bytes/ { proxy_pass http://big; proxy_buffering off; }
+    location = /sink { proxy_pass http://big; proxy_buffering off; proxy_request_buffering off; client_max_body_size 0; }
+"""
+        servers = f"  server {{\n    listen 127.0.0.1:{self.port} reuseport backlog=4096;\n{body}  }}"
+        for kind, (_, cert, resume) in (TLS_LISTENERS.items() if self.tls else ()):
+            # TLS 1.2 and 1.3 like ringway's min_version = "1.2"; OpenSSL's
+            # defaults otherwise (X25519 first, the client's suite order).
+            # Without resumption: no cache and no tickets. (OpenSSL still
+            # sends its 2 TLS 1.3 tickets, stateful ones that nothing
+            # stores, so every proxy sends 2 per handshake here.)
+            cache = "ssl_session_cache shared:SSL:10m; ssl_session_tickets on;" if resume else \
+                    "ssl_session_cache off; ssl_session_tickets off;"
+            servers += (f"\n  server {{\n    listen 127.0.0.1:{self.tls_port(kind)} ssl reuseport backlog=4096;\n"
+                        f"    ssl_certificate {self.tls[cert]}; ssl_certificate_key {self.tls[cert + '_key']};\n"
+                        f"    ssl_protocols TLSv1.2 TLSv1.3; {cache}\n{body}  }}")
         return f"""# generated by bench/harness.py
 worker_processes {self.workers};
 worker_rlimit_nofile {NOFILE};
@@ -419,18 +515,7 @@ http {{
   upstream app1backend {{ {ups(self.backends[:2])} }}
   upstream app2backend {{ {ups(self.backends[2:])} }}
   upstream big {{ {ups([self.big])} }}
-  server {{
-    listen 127.0.0.1:{self.port} reuseport backlog=4096;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    location / {{ proxy_pass http://allbackend; }}
-    location /app1 {{ proxy_pass http://app1backend; }}
-    location /app2 {{ proxy_pass http://app2backend; }}
-    location /admin {{ return 403; }}
-    # streaming routes: no buffering to disk, no request buffering, no body limit
-    location /bytes/ {{ proxy_pass http://big; proxy_buffering off; }}
-    location = /sink {{ proxy_pass http://big; proxy_buffering off; proxy_request_buffering off; client_max_body_size 0; }}
-  }}
+{servers}
 }}
 """
 
@@ -454,12 +539,22 @@ class Haproxy(Proxy):
 
     def config(self, idle_conns):
         srv = lambda ports, pre: "\n".join(f"  server {pre}{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
+        tls_global = tls_binds = ""
+        if self.tls:
+            # No session cache anywhere; stateless tickets only on the
+            # resumption listener (`no-tls-tickets` elsewhere, which makes
+            # OpenSSL's 2 TLS 1.3 tickets stateful ones that nothing stores).
+            # `crt` is cert + key in one file.
+            tls_global = "\n  tune.ssl.cachesize 0"
+            for kind, (_, cert, resume) in TLS_LISTENERS.items():
+                tls_binds += (f"\n  bind 127.0.0.1:{self.tls_port(kind)} ssl crt {self.tls[cert + '_combined']} "
+                              f"ssl-min-ver TLSv1.2{'' if resume else ' no-tls-tickets'} backlog 4096")
         return f"""# generated by bench/harness.py
 global
   nbthread {self.workers}
   ulimit-n {NOFILE}
   no strict-limits
-  maxconn {max(idle_conns + 500, 4096)}
+  maxconn {max(idle_conns + 500, 4096)}{tls_global}
 defaults
   mode http
   option http-keep-alive
@@ -470,7 +565,7 @@ defaults
   timeout http-request 10s
   timeout http-keep-alive 120s
 frontend public
-  bind 127.0.0.1:{self.port} backlog 4096
+  bind 127.0.0.1:{self.port} backlog 4096{tls_binds}
   http-request deny deny_status 403 if {{ path -i /admin }} || {{ path_beg -i /admin/ }}
   use_backend app1backend if {{ path /app1 }} || {{ path_beg /app1/ }}
   use_backend app2backend if {{ path /app2 }} || {{ path_beg /app2/ }}
@@ -503,11 +598,27 @@ backend big
 
 # ---------------------------------------------------------------- load generators
 
-def wrk(port, path, conns, dur, cpus, headers=()):
+# --tls, scenario t_conn: (variant, listener, client). "new": the Python
+# client below, no session offered (full handshakes); "resume": the same
+# client offering its previous session; "wrk": wrk -H 'Connection: close',
+# which offers its previous session too (see wrk()).
+TLS_CONN_VARIANTS = [
+    ("full ECDSA", "ec", "new"),
+    ("full RSA", "rsa", "new"),
+    ("resumed (py)", "ec_resume", "resume"),
+    ("resumed (wrk)", "ec_resume", "wrk"),
+]
+
+def wrk(port, path, conns, dur, cpus, headers=(), scheme="http"):
+    """wrk over http or https. Over https with `Connection: close`, wrk keeps
+    its SSL object between connections (SSL_shutdown + SSL_clear keep the
+    session), so it offers its last session on every new connection and
+    resumes wherever the server allows it: that measures resumption, not
+    full handshakes."""
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{dur}s", "--timeout", "10s", "-s", WRK_LUA]
     for h in headers:
         cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{port}{path}")
+    cmd.append(f"{scheme}://127.0.0.1:{port}{path}")
     r = run(cmd, timeout=dur + 60, cpus=cpus)
     m = re.search(r"WRKJSON (\{.*\})", r.stdout)
     if not m:
@@ -540,9 +651,14 @@ def oha(port, path, rate, dur, cpus, conns=50):
             "p999_ms": get("p99.9"), "errors": errs, "MBps": None}
 
 
-def curl_download(port, nbytes, cpus):
-    r = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
-             f"http://127.0.0.1:{port}/bytes/{nbytes}"], timeout=300, cpus=cpus)
+def curl_download(port, nbytes, cpus, cafile=None):
+    """One download with curl; over https (verified against `cafile`) when given."""
+    if cafile:
+        target = ["--cacert", cafile, "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/bytes/{nbytes}"]
+    else:
+        target = [f"http://127.0.0.1:{port}/bytes/{nbytes}"]
+    r = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"] + target,
+            timeout=300, cpus=cpus)
     code, size, t = r.stdout.split()
     ok = code == "200" and int(size) == nbytes
     return {"requests": 1 if ok else 0, "rps": None, "p50_ms": None, "p99_ms": None, "p999_ms": None,
@@ -553,6 +669,9 @@ UPLOAD_CLIENT = r"""
 import socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
 s = socket.create_connection(("127.0.0.1", port), timeout=60)
+if len(sys.argv) > 3:  # TLS, verified against this CA file
+    import ssl
+    s = ssl.create_default_context(cafile=sys.argv[3]).wrap_socket(s, server_hostname="localhost")
 t = time.time()
 s.sendall(f"POST /sink HTTP/1.1\r\nHost: bench\r\nContent-Length: {n}\r\n\r\n".encode())
 buf = memoryview(bytearray(1 << 20)); left = n
@@ -578,8 +697,9 @@ print(head.split(b" ")[1].decode(), body.strip().decode() or "-", f"{dt:.4f}")
 """
 
 
-def py_upload(port, nbytes, cpus):
-    r = run([sys.executable, "-c", UPLOAD_CLIENT, str(port), str(nbytes)], timeout=300, cpus=cpus)
+def py_upload(port, nbytes, cpus, cafile=None):
+    r = run([sys.executable, "-c", UPLOAD_CLIENT, str(port), str(nbytes)] + ([cafile] if cafile else []),
+            timeout=300, cpus=cpus)
     try:
         code, got, t = r.stdout.split()
         ok = code == "200" and int(got) == nbytes
@@ -590,6 +710,95 @@ def py_upload(port, nbytes, cpus):
     return {"requests": 1 if ok else 0, "rps": None, "p50_ms": None, "p99_ms": None, "p999_ms": None,
             "errors": 0 if ok else 1, "MBps": nbytes / t / 1e6 if ok else None, "seconds": t}
 
+
+# A new TLS connection per request, for the handshake rows: threads that
+# each connect, shake hands (TLS 1.3 only; OpenSSL's default key share,
+# X25519), send one `GET / ... Connection: close`, read the response and
+# close. "new": no session is offered, so every handshake is full.
+# "resume": each thread offers the session (ticket) of its previous
+# connection; `session_reused` counts what the server accepted. No
+# certificate check (CERT_NONE): it would only cost the client CPU.
+HS_CLIENT = r"""
+import json, socket, ssl, sys, threading, time
+port, dur, nthreads, resume = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+req = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+lock = threading.Lock()
+tot = {"ok": 0, "err": 0, "reused": 0, "why": {}}
+
+def one(sess):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ss = ctx.wrap_socket(s, server_hostname="localhost", session=sess)
+    try:
+        ss.sendall(req)
+        data, need = b"", None
+        while need is None or len(data) < need:
+            b = ss.recv(65536)
+            if not b:
+                break
+            data += b
+            if need is None and b"\r\n\r\n" in data:
+                head = data.partition(b"\r\n\r\n")[0]
+                clen = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        clen = int(v)
+                need = len(head) + 4 + clen
+        ok = data.startswith(b"HTTP/1.1 200") and need is not None and len(data) >= need
+        # read after the response: a TLS 1.3 ticket comes after the handshake
+        return ok, ss.session_reused, (ss.session if resume else None)
+    finally:
+        ss.close()
+
+def loop(deadline):
+    sess, ok, err, reused, why = None, 0, 0, 0, {}
+    while time.time() < deadline:
+        try:
+            good, r, new = one(sess)
+            ok += good
+            err += not good
+            reused += bool(r)
+            sess = new if resume else None
+        except (OSError, ValueError) as e:
+            err += 1
+            why[type(e).__name__] = why.get(type(e).__name__, 0) + 1
+            sess = None
+            time.sleep(0.01)
+    with lock:
+        tot["ok"] += ok
+        tot["err"] += err
+        tot["reused"] += reused
+        for k, v in why.items():
+            tot["why"][k] = tot["why"].get(k, 0) + v
+
+t0 = time.time()
+threads = [threading.Thread(target=loop, args=(t0 + dur,)) for _ in range(nthreads)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+tot["secs"] = time.time() - t0
+print("HSJSON " + json.dumps(tot))
+"""
+
+
+def hs_client(port, dur, cpus, resume, threads=8):
+    r = run([sys.executable, "-c", HS_CLIENT, str(port), str(dur), str(threads), "resume" if resume else "new"],
+            timeout=dur + 60, cpus=cpus)
+    m = re.search(r"HSJSON (\{.*\})", r.stdout)
+    if not m:
+        raise RuntimeError(f"handshake client gave no result: {r.stdout[-300:]} {r.stderr[-500:]}")
+    d = json.loads(m.group(1))
+    if d["why"]:
+        log(f"  handshake client errors: {d['why']}")
+    n = d["ok"] + d["err"]
+    return {"requests": d["ok"], "rps": d["ok"] / d["secs"], "errors": d["err"], "MBps": None,
+            "extra": {"resumed_frac": round(d["reused"] / n, 4) if n else None}}
 
 # ---------------------------------------------------------------- the bench
 
@@ -607,6 +816,8 @@ class Bench:
         self.backend_procs = []
         self.counter = ConnectCounter(self.base + 1, self.base + 5)
         self.stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.certs = make_certs(self.work) if args.tls else None
+        self.probed = set()
 
     # -- setup
     def check_ports(self, ports):
@@ -628,10 +839,11 @@ class Bench:
         self.backend_procs = []
 
     def make_proxies(self, workers, pin, idle_conns=10000):
+        t = self.certs
         ps = {
-            "ringway": Ringway(self.work, self.base + 10, workers, pin, self.backends, self.big, admin=self.base + 11),
-            "nginx": Nginx(self.work, self.base + 20, workers, pin, self.backends, self.big),
-            "haproxy": Haproxy(self.work, self.base + 30, workers, pin, self.backends, self.big),
+            "ringway": Ringway(self.work, self.base + 10, workers, pin, self.backends, self.big, admin=self.base + 11, tls=t),
+            "nginx": Nginx(self.work, self.base + 20, workers, pin, self.backends, self.big, tls=t),
+            "haproxy": Haproxy(self.work, self.base + 30, workers, pin, self.backends, self.big, tls=t),
         }
         for name in self.args.proxies:
             p = ps[name]
@@ -642,7 +854,21 @@ class Bench:
             stb, bb = http_get(p.port, "/bytes/4096")
             if st != 200 or b"App ID" not in body or st403 != 403 or stb != 200 or len(bb) != 4096:
                 raise RuntimeError(f"{name}: sanity check failed: / {st} {body[:60]!r}, /admin {st403}, /bytes {stb} {len(bb)}")
+            self.tls_sanity(p)
         return {k: ps[k] for k in self.args.proxies}
+
+    def tls_sanity(self, p):
+        """Each TLS listener answers over a verified handshake; the first
+        time, notes what a default OpenSSL client negotiates with it."""
+        for kind, (_, cert, resume) in (TLS_LISTENERS.items() if p.tls else ()):
+            st, body, info = https_get(p.tls_port(kind), "/", self.certs[cert])
+            if st != 200 or b"App ID" not in body:
+                raise RuntimeError(f"{p.name}: TLS sanity check failed on {kind}: {st} {body[:60]!r}")
+            key = (p.name, kind)
+            if key not in self.probed:
+                self.probed.add(key)
+                self.notes.append(f"{p.name} `{kind}` listener ({'resumption on' if resume else 'no resumption'}): "
+                                  f"{tls_probe(p.tls_port(kind))}")
 
     # -- one measurement
     def measure(self, proxy, scenario, variant, workers, rnd, load, extra=None):
@@ -671,6 +897,10 @@ class Bench:
                "upstream_connects": conns,
                "connects_per_req": round(conns / reqs, 5) if conns is not None and reqs else None,
                "metrics_connects_per_req": None, "MBps": round(res["MBps"], 1) if res.get("MBps") else None}
+        # requests per CPU-second of the proxy: with a new connection per
+        # request (scenario t_conn), handshakes per CPU-second
+        row["req_per_cpu_s"] = round(reqs / ((t1 - t0) / HZ), 1) if reqs and t1 > t0 else None
+        row.update(res.get("extra") or {})
         if m0 and m1 and m1[1] > m0[1]:
             row["metrics_connects_per_req"] = round((m1[0] - m0[0]) / (m1[1] - m0[1]), 5)
         if extra:
@@ -768,29 +998,88 @@ class Bench:
                     proxies.stop()
         self.stop_backends()
 
+    # -- TLS (--tls, issue 14)
+    def tls_phase(self, workers):
+        """TLS listeners in front of the same plaintext backends: keep-alive
+        (k), a new connection per request (h), streaming (s), idle
+        connections (i)."""
+        a = self.args
+        pin = workers == 1
+        lg = "1" if pin else None  # load generator CPU
+        self.start_backends(pin)
+        proxies = self.make_proxies(workers, pin, idle_conns=a.idle_conns)
+        try:
+            if "k" in a.only:
+                log(f"(k) TLS keep-alive: wrk -t1 -c50 -d{a.dur_a}s https://…/ (ECDSA listener), {workers} worker(s)")
+                for rnd in range(a.rounds):
+                    for name in self.order(rnd):
+                        p = proxies[name]
+                        port = p.tls_port("ec")
+                        wrk(port, "/", 50, a.warmup, lg, scheme="https")
+                        self.measure(p, "t_keepalive", "c50", workers, rnd,
+                                     lambda: wrk(port, "/", 50, a.dur_a, lg, scheme="https"))
+            if "h" in a.only and workers in a.hs_workers:
+                log(f"(h) TLS 1.3, a new connection per request, {a.dur_h}s each, {workers} worker(s)")
+                for i, (variant, kind, client) in enumerate(TLS_CONN_VARIANTS):
+                    for rnd in range(a.rounds):
+                        for name in self.order(rnd + i):
+                            p = proxies[name]
+                            port = p.tls_port(kind)
+                            if client == "wrk":
+                                load = lambda d: wrk(port, "/", 50, d, lg, headers=["Connection: close"], scheme="https")
+                            else:
+                                load = lambda d: hs_client(port, d, lg, resume=client == "resume", threads=a.hs_threads)
+                            load(a.warmup)
+                            self.measure(p, "t_conn", variant, workers, rnd, lambda: load(a.dur_h))
+            if a.stream_bytes and "s" in a.only:
+                log(f"(s) TLS streaming {human(a.stream_bytes)} download (curl) and upload (python client)")
+                for name in self.order(workers):
+                    p = proxies[name]
+                    port, ca = p.tls_port("ec"), self.certs["ec"]
+                    self.measure(p, "t_stream", "download", workers, 0,
+                                 lambda: curl_download(port, a.stream_bytes, lg, cafile=ca))
+                    self.measure(p, "t_stream", "upload", workers, 0,
+                                 lambda: py_upload(port, a.stream_bytes, lg, cafile=ca))
+        finally:
+            for p in proxies.values():
+                p.stop()
+        # idle TLS connections: fresh proxies, as in (e)
+        if a.idle_conns and "i" in a.only and workers in a.hs_workers:
+            log(f"(i) idle memory: {a.idle_conns} idle TLS connections (handshake + one GET each), fresh proxies")
+            for name in self.args.proxies:
+                p = self.make_one(name, workers, pin, a.idle_conns)
+                try:
+                    self.idle(p, workers, lg, scenario="t_idle", tls=True)
+                finally:
+                    p.stop()
+        self.stop_backends()
+
     def make_one(self, name, workers, pin, idle_conns):
         cls = {"ringway": Ringway, "nginx": Nginx, "haproxy": Haproxy}[name]
         port = {"ringway": 10, "nginx": 20, "haproxy": 30}[name] + self.base
-        p = cls(self.work, port, workers, pin, self.backends, self.big)
+        p = cls(self.work, port, workers, pin, self.backends, self.big, tls=self.certs)
         p.start(idle_conns) if name != "ringway" else p.start()
         return p
 
-    def idle(self, p, workers, lg):
+    def idle(self, p, workers, lg, scenario="e_idle", tls=False):
         n = self.args.idle_conns
-        cmd = [sys.executable, IDLE_PY, "--port", str(p.port), "--pids", ",".join(map(str, p.pids())), "--conns", str(n)]
-        r = run(cmd, timeout=180, cpus=lg)
+        port = p.tls_port("ec") if tls else p.port
+        cmd = [sys.executable, IDLE_PY, "--port", str(port), "--pids", ",".join(map(str, p.pids())), "--conns", str(n)]
+        if tls:
+            cmd += ["--tls"]
+        r = run(cmd, timeout=300, cpus=lg)
         m = re.search(r"ok=(\d+) rss_before_kib=(\d+) rss_after_kib=(\d+) per_conn_bytes=(-?\d+)", r.stdout)
         if not m:
             log(f"  {p.name}: idle_memory failed: {r.stdout[-300:]} {r.stderr[-300:]}")
-            self.rows.append({"scenario": "e_idle", "variant": f"{n} conns", "workers": workers, "proxy": p.name,
+            self.rows.append({"scenario": scenario, "variant": f"{n} conns", "workers": workers, "proxy": p.name,
                               "round": 0, "errors": n, "requests": 0})
             return
         ok, before, after, per = map(int, m.groups())
-        row = {"scenario": "e_idle", "variant": f"{n} conns", "workers": workers, "proxy": p.name, "round": 0,
+        row = {"scenario": scenario, "variant": f"{n} conns", "workers": workers, "proxy": p.name, "round": 0,
                "requests": ok, "errors": n - ok, "rss_before_kib": before, "peak_rss_kib": after,
                "rss_growth_kib": after - before, "bytes_per_conn": per}
         self.rows.append(row)
-        log(f"  {p.name:>8} e_idle {n} conns w={workers}: ok={ok} rss {before} -> {after} KiB, {per} B/conn")
+        log(f"  {p.name:>8} {scenario} {n} conns w={workers}: ok={ok} rss {before} -> {after} KiB, {per} B/conn")
 
     # -- tuning lab
     def tuning(self):
@@ -835,8 +1124,8 @@ class Bench:
 
     # -- output
     def write(self):
-        outdir = os.path.join(BENCH, "results", self.stamp + ("-quick" if self.args.quick else "")
-                              + ("-tuning" if self.args.tuning else ""))
+        outdir = os.path.join(BENCH, "results", self.stamp + ("-tls" if self.args.tls else "")
+                              + ("-quick" if self.args.quick else "") + ("-tuning" if self.args.tuning else ""))
         os.makedirs(outdir, exist_ok=True)
         keys = []
         for r in self.rows:
@@ -853,7 +1142,8 @@ class Bench:
         with open(os.path.join(outdir, "results.json"), "w") as f:
             json.dump({"machine": machine, "args": vars(self.args), "notes": self.notes,
                        "rows": self.rows, "summary": summary}, f, indent=1, default=str)
-        latest = os.path.join(BENCH, "results", "latest" + ("-tuning" if self.args.tuning else ""))
+        latest = os.path.join(BENCH, "results", "latest" + ("-tuning" if self.args.tuning else "")
+                              + ("-tls" if self.args.tls else ""))
         if os.path.islink(latest) or os.path.exists(latest):
             os.remove(latest)
         os.symlink(os.path.basename(outdir), latest)
@@ -878,7 +1168,8 @@ def human(n):
 
 
 METRICS = ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "peak_rss_kib", "rss_growth_kib",
-           "connects_per_req", "metrics_connects_per_req", "MBps", "bytes_per_conn", "offered_rps"]
+           "connects_per_req", "metrics_connects_per_req", "MBps", "bytes_per_conn", "offered_rps",
+           "req_per_cpu_s", "resumed_frac"]
 
 
 def aggregate(rows):
@@ -903,7 +1194,8 @@ def aggregate(rows):
             d = next((o for o in out if o["scenario"] == "tuning" and o["variant"] == "default"), None)
             for m in ("rps", "cpu_us_per_req"):
                 s[m + "_vs_default"] = round(s[m] / d[m], 3) if d and s.get(m) and d.get(m) else None
-    order = {"a_cpu": 0, "b_open": 1, "c_mix": 2, "d_stream": 3, "e_idle": 4, "tuning": 5}
+    order = {"a_cpu": 0, "b_open": 1, "c_mix": 2, "d_stream": 3, "e_idle": 4, "tuning": 5,
+             "t_keepalive": 6, "t_conn": 7, "t_stream": 8, "t_idle": 9}
     first = {}
     for i, r in enumerate(rows):
         first.setdefault((r["scenario"], r["variant"]), i)
@@ -935,7 +1227,7 @@ def table(summary):
         variant = s["variant"] + (f" (offered {int(s['offered_rps'])}/s)" if s.get("offered_rps") else "")
         row = [s["scenario"], variant, str(s["workers"]), s["proxy"],
                f"{s['rps']:,.0f}" if s["rps"] else "-", fmt(s["p50_ms"]), fmt(s["p99_ms"]), fmt(s["p999_ms"]),
-               (f"{s['cpu_us_per_req'] / 1e6:.2f} s total" if s["scenario"] == "d_stream" and s["cpu_us_per_req"]
+               (f"{s['cpu_us_per_req'] / 1e6:.2f} s total" if s["scenario"] in ("d_stream", "t_stream") and s["cpu_us_per_req"]
                 else fmt(s["cpu_us_per_req"])),
                fmt(s["peak_rss_kib"] / 1024 if s["peak_rss_kib"] else None, 1),
                fmt(s["rss_growth_kib"] / 1024 if s["rss_growth_kib"] is not None else None, 1),
@@ -1063,6 +1355,127 @@ def targets(summary, args):
     return out
 
 
+# ---------------------------------------------------------------- TLS report (--tls)
+
+def haproxy_has_ssl():
+    try:
+        r = subprocess.run(["haproxy", "-vv"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    out = r.stdout + r.stderr
+    return "USE_OPENSSL=1" in out or "Built with OpenSSL" in out
+
+
+# (scenario, [(metric label, summary key, format, ratio wanted)])
+TLS_SPEC = [
+    ("t_keepalive", [("req/s", "rps", "{:,.0f}", True), ("CPU µs/req", "cpu_us_per_req", "{:.2f}", True)]),
+    ("t_conn", [("handshakes/CPU-s", "req_per_cpu_s", "{:,.0f}", True), ("conn/s", "rps", "{:,.0f}", True),
+                ("resumed", "resumed_frac", "{:.0%}", False)]),
+    ("t_stream", [("MB/s", "MBps", "{:,.0f}", True), ("RSS growth MiB", "rss_growth_mib", "{:.1f}", False)]),
+    ("t_idle", [("B/idle conn", "bytes_per_conn", "{:,.0f}", True), ("RSS growth MiB", "rss_growth_mib", "{:.1f}", False)]),
+]
+TLS_LABEL = {"t_keepalive": "keep-alive", "t_conn": "new conn/request", "t_stream": "stream", "t_idle": "idle"}
+
+
+def tls_table(summary, proxies):
+    """One line per (scenario, variant, workers, metric): the proxies side
+    by side, and ringway's ratio to nginx and to HAProxy."""
+    others = [p for p in ("nginx", "haproxy") if p in proxies]
+    hdr = ["scenario", "variant", "w", "metric"] + proxies + [f"ringway/{p}" for p in others] + ["errors"]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for sc, metrics in TLS_SPEC:
+        keys = []
+        for s in summary:
+            if s["scenario"] == sc and (s["variant"], s["workers"]) not in keys:
+                keys.append((s["variant"], s["workers"]))
+        for var, w in keys:
+            rows = {p: pick(summary, sc, var, w, p) for p in proxies}
+            for s in rows.values():
+                if s is not None:
+                    s["rss_growth_mib"] = s["rss_growth_kib"] / 1024 if s.get("rss_growth_kib") is not None else None
+            errs = ", ".join(f"{p} {rows[p]['errors']}" for p in proxies if rows[p] and rows[p]["errors"]) or "0"
+            for label, key, f, want_ratio in metrics:
+                vals = {p: (rows[p] or {}).get(key) for p in proxies}
+                if all(v is None for v in vals.values()):
+                    continue
+                cells = [f.format(vals[p]) if vals[p] is not None else "-" for p in proxies]
+                rw = vals.get("ringway")
+                ratios = [f"{rw / vals[p]:.2f}" if want_ratio and rw and vals[p] else "-" for p in others]
+                lines.append("| " + " | ".join([TLS_LABEL[sc], var, str(w), label] + cells + ratios + [errs]) + " |")
+    return "\n".join(lines)
+
+
+def tls_targets(summary, args):
+    """Issue 14's targets: list of (target, verdict, numbers)."""
+    out = []
+    val = lambda sc, var, w, px, m: (pick(summary, sc, var, w, px) or {}).get(m)
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "t_keepalive"}):
+        rw, ng = val("t_keepalive", "c50", w, "ringway", "cpu_us_per_req"), val("t_keepalive", "c50", w, "nginx", "cpu_us_per_req")
+        if rw and ng:
+            out.append((f"TLS keep-alive CPU/request ≤ 0.9× nginx, {w} worker(s)", "met" if rw / ng <= 0.9 else "not met",
+                        f"{rw:.2f} vs {ng:.2f} µs = {rw / ng:.2f}×; req/s "
+                        f"{val('t_keepalive', 'c50', w, 'ringway', 'rps') or 0:,.0f} vs {val('t_keepalive', 'c50', w, 'nginx', 'rps') or 0:,.0f}"))
+    for var, _, client in TLS_CONN_VARIANTS:
+        for w in sorted({s["workers"] for s in summary if s["scenario"] == "t_conn" and s["variant"] == var}):
+            rw, ng = val("t_conn", var, w, "ringway", "req_per_cpu_s"), val("t_conn", var, w, "nginx", "req_per_cpu_s")
+            if not (rw and ng):
+                continue
+            res = "; resumed " + "/".join(f"{(val('t_conn', var, w, p, 'resumed_frac') or 0):.0%}" for p in ("ringway", "nginx")) \
+                if client == "resume" else ""
+            full = client == "new"
+            out.append((f"{'full handshakes' if full else 'resumed handshakes'} per CPU-second ≥ nginx, {var}, {w} worker(s)"
+                        if full else f"handshakes per CPU-second, {var} (no target), {w} worker(s)",
+                        ("met" if rw >= ng else "not met") if full else "reported",
+                        f"{rw:,.0f} vs {ng:,.0f} /CPU-s = {rw / ng:.2f}×{res}"))
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "t_stream"}):
+        for v in ("download", "upload"):
+            rw, ng = pick(summary, "t_stream", v, w, "ringway"), pick(summary, "t_stream", v, w, "nginx")
+            if not (rw and ng and rw["MBps"] and ng["MBps"]):
+                if rw:
+                    out.append((f"TLS {human(args.stream_bytes)} {v}, {w} worker(s)", "not met (failed)", f"errors {rw['errors']}"))
+                continue
+            ratio, growth = rw["MBps"] / ng["MBps"], (rw["rss_growth_kib"] or 0) / 1024
+            verdict = "met" if ratio >= 0.9 and growth < 32 else "not met"
+            if args.stream_bytes != 1 << 30:
+                verdict = f"indicative only, the target is at 1 GiB ({verdict} here)"
+            out.append((f"TLS {human(args.stream_bytes)} {v} ≥ 0.9× nginx throughput, RSS growth < 32 MiB, {w} worker(s)",
+                        verdict, f"{rw['MBps']:.0f} vs {ng['MBps']:.0f} MB/s = {ratio:.2f}×; ringway RSS +{growth:.1f} MiB "
+                        f"(nginx +{(ng['rss_growth_kib'] or 0) / 1024:.1f})"))
+    for w in sorted({s["workers"] for s in summary if s["scenario"] == "t_idle"}):
+        rows = [s for s in summary if s["scenario"] == "t_idle" and s["workers"] == w]
+        if rows:
+            out.append((f"idle TLS connections: memory per connection next to nginx's ({rows[0]['variant']}), {w} worker(s)",
+                        "reported", ", ".join(f"{s['proxy']} {fmt(s['bytes_per_conn'], 0)} B/conn"
+                                              + (f" ({s['errors']} failed)" if s["errors"] else "") for s in rows)))
+    return out
+
+
+def tls_report(summary, machine, args, notes, outdir):
+    """(text for the docs and the terminal, text for summary.md)."""
+    tg = tls_targets(summary, args)
+    lines = [f"Run {machine['date']} on {machine['nproc']} cores ({machine['cpu']}), {machine['mem_gib']} GiB, "
+             f"Linux {machine['kernel']}; ringway {machine['ringway_commit']}, {machine['nginx']}, "
+             f"{machine['haproxy'].split(' - ')[0]}, {machine['wrk']}, {machine['openssl']}.",
+             f"Command: `bench/run.sh {' '.join(args.argv)}`".rstrip() + ". Raw results: `" + os.path.relpath(outdir, ROOT) + "/`.", "",
+             "1-worker rows: proxy pinned to CPU 0, clients and backends pinned to CPU 1. 2-worker rows: nothing pinned. "
+             f"Values are medians over {args.rounds} round(s) (streaming and idle: one). "
+             f"keep-alive: `wrk -t1 -c50 -d{args.dur_a}s https://…/`. new conn/request: TLS 1.3 only, "
+             f"{args.dur_h} s each; \"full\": {args.hs_threads} Python threads, no session offered; "
+             "\"resumed (py)\": the same client offering its last session; \"resumed (wrk)\": "
+             "`wrk -c50 -H 'Connection: close'`, which offers its last session too. handshakes/CPU-s = connections "
+             "completed / CPU seconds of the proxy's processes. stream: one download with curl, one upload with a "
+             f"Python client, {human(args.stream_bytes)} each. idle: `bench/idle_memory.py --tls`, fresh proxies.", "",
+             tls_table(summary, args.proxies), ""]
+    if tg:
+        lines += ["Issue 14 targets:", "", "| target | verdict | numbers |", "|---|---|---|"]
+        lines += [f"| {t} | **{v}** | {n} |" for t, v, n in tg]
+        lines.append("")
+    if notes:
+        lines += ["Notes from this run:", ""] + [f"- {n}" for n in notes] + [""]
+    text = "\n".join(lines)
+    return text, text + "\nPer proxy (medians):\n\n" + table(summary) + "\n"
+
+
 def machine_info():
     model = "?"
     try:
@@ -1085,7 +1498,7 @@ def machine_info():
         mem = int(f.readline().split()[1]) // 1024 // 1024
     return {"nproc": NCPU, "kernel": platform.release(), "cpu": model, "mem_gib": mem,
             "nginx": ver(["nginx", "-v"]), "haproxy": ver(["haproxy", "-v"]), "wrk": ver(["wrk", "-v"]),
-            "oha": ver(["oha", "--version"]),
+            "oha": ver(["oha", "--version"]), "openssl": ver(["openssl", "version"]),
             "ringway_commit": ver(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) +
             (" (dirty tree)" if subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "src"],
                                                capture_output=True).returncode else ""),
@@ -1210,21 +1623,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="about a minute: (a) 1 worker, (c) small, (e) 2000 conns")
     ap.add_argument("--tuning", action="store_true", help="tuning lab: ringway [runtime] knobs, writes docs/tuning.md")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS listeners (issue 14): keep-alive, handshakes, streaming, idle connections; with --quick "
+                         "about 1.5 minutes")
     ap.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", "21000")))
     ap.add_argument("--proxies", default="ringway,nginx,haproxy")
     ap.add_argument("--workers", default=None, help="comma list, default 1,2 (quick: 1)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory with configs and logs")
-    ap.add_argument("--only", default="abcde", help="scenarios to run, e.g. --only ae (b needs a)")
+    ap.add_argument("--only", default=None, help="scenarios to run, e.g. --only ae (b needs a); "
+                    "with --tls: k (keep-alive), h (handshakes), s (streaming), i (idle); default all")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/ (full and tuning runs do by default)")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     args.proxies = [p for p in args.proxies.split(",") if p]
     q = args.quick
+    args.only = args.only or ("khsi" if args.tls else "abcde")
     args.workers = [int(w) for w in (args.workers or ("1" if q or args.tuning else "1,2")).split(",")]
     # (a) decides target 1; round-to-round spread on a shared 2-core machine
     # is about ±10 %, so the full run takes the median of 5.
-    args.rounds = args.rounds or (1 if q else (3 if args.tuning else 5))
+    args.rounds = args.rounds or (1 if q else (3 if args.tuning or args.tls else 5))
     args.warmup = 1 if not q else 0.5
     args.dur_a = 3 if q else 5
     args.dur_b = 10
@@ -1240,6 +1658,14 @@ def main():
         args.close = [("/", 50), ("/bytes/4096", 50)]
         args.stream_bytes = 1 << 30
         args.idle_conns = 10000
+    if args.tls:
+        # Rounds: 3 in a full run (see above): about 7.5 minutes
+        # on 2 cores. The handshake and idle rows run at the fewest workers
+        # only (the Python clients that drive them need a core of their own).
+        args.dur_h = 2 if q else 3
+        args.hs_workers = [min(args.workers)]
+        args.hs_threads = 8
+        args.stream_bytes = (256 << 20) if q else (1 << 30)
     if args.warmup < 1:
         args.warmup = 1  # wrk takes whole seconds
 
@@ -1259,11 +1685,22 @@ def main():
     for exe in (RINGWAY, BIGBODY):
         if not os.access(exe, os.X_OK):
             raise SystemExit(f"missing {exe}: run bench/run.sh (it builds it)")
+    pre_notes = []
+    if args.tls:
+        if not shutil.which("openssl"):
+            raise SystemExit("--tls needs the openssl command (certificates are made with `openssl req`)")
+        if "haproxy" in args.proxies and not haproxy_has_ssl():
+            args.proxies.remove("haproxy")
+            pre_notes.append("HAProxy skipped: its build has no SSL (`haproxy -vv` shows no OpenSSL)")
+            log("note: " + pre_notes[-1])
     b = Bench(args)
+    b.notes += pre_notes
     if args.tuning:
         ports = [b.base + i for i in range(1, 6)] + [b.base + 20] + [b.base + 40 + i for i in range(11)] + [b.base + 60 + i for i in range(11)]
     else:
         ports = [b.base + i for i in (1, 2, 3, 4, 5, 10, 11, 20, 30)]
+    if args.tls:
+        ports += [b.base + base + off for base in (10, 20, 30) for off, _, _ in TLS_LISTENERS.values()]
     b.check_ports(ports)
     if NCPU < 2:
         b.notes.append("fewer than 2 CPUs: pinning to CPU 1 impossible; results meaningless")
@@ -1279,8 +1716,9 @@ def main():
             b.tuning()
         else:
             for w in args.workers:
-                log(f"=== {w} worker(s) {'(proxy on CPU 0, load + backends on CPU 1)' if w == 1 else '(unpinned)'}")
-                b.phase(w)
+                log(f"=== {w} worker(s) {'(proxy on CPU 0, load + backends on CPU 1)' if w == 1 else '(unpinned)'}"
+                    f"{', TLS' if args.tls else ''}")
+                b.tls_phase(w) if args.tls else b.phase(w)
     finally:
         cleanup()
     load1 = open("/proc/loadavg").read().split()[:3]
@@ -1298,6 +1736,16 @@ def main():
             f.write(text + "\n")
         if not args.no_docs:
             replace_between(os.path.join(ROOT, "docs", "tuning.md"), "<!-- tuning:start -->", "<!-- tuning:end -->", text)
+        return 0
+    if args.tls:
+        text, full = tls_report(summary, machine, args, b.notes, outdir)
+        print(text)
+        with open(os.path.join(outdir, "summary.md"), "w") as f:
+            f.write(full + "\n")
+        log(f"summary with the per-proxy table: {os.path.relpath(os.path.join(outdir, 'summary.md'), ROOT)}")
+        if not q and not args.no_docs:
+            replace_between(os.path.join(ROOT, "docs", "benchmarking.md"), "<!-- bench:tls:start -->",
+                            "<!-- bench:tls:end -->", text)
         return 0
     text, tg = report(summary, machine, args, b.notes, outdir)
     print(text)

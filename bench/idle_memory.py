@@ -4,12 +4,15 @@
 Opens N connections to a proxy, sends one GET on each (so every connection
 has been through a full request and now idles in keep-alive), then reads
 the proxy's RSS (all its processes) and prints the growth per connection.
+With --tls each connection first completes a TLS handshake (the default
+OpenSSL client: TLS 1.3, X25519; no certificate check, no session reuse).
 
-    bench/idle_memory.py --port 8080 --pids 1234[,5678] [--conns 10000]
+    bench/idle_memory.py --port 8080 --pids 1234[,5678] [--conns 10000] [--tls]
 """
 import argparse
 import resource
 import socket
+import ssl
 import sys
 import time
 
@@ -31,15 +34,26 @@ def main():
     ap.add_argument("--pids", required=True, help="comma-separated PIDs whose RSS is summed")
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--path", default="/")
+    ap.add_argument("--tls", action="store_true", help="a TLS handshake on every connection first")
     args = ap.parse_args()
     pids = [int(p) for p in args.pids.split(",") if p]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.conns + 1024), hard))
 
     request = f"GET {args.path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    ctx = None
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+    def connect():
+        s = socket.create_connection((args.host, args.port))
+        return ctx.wrap_socket(s, server_hostname="localhost") if ctx else s
+
     # Warm up: one connection through a full request, so pools and buffers
     # that exist once per worker are counted in the baseline.
-    w = socket.create_connection((args.host, args.port))
+    w = connect()
     w.sendall(request)
     w.recv(65536)
     w.close()
@@ -47,7 +61,7 @@ def main():
     before = rss_kib(pids)
     socks = []
     for i in range(args.conns):
-        s = socket.create_connection((args.host, args.port))
+        s = connect()
         s.sendall(request)
         socks.append(s)
     got = 0

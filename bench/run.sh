@@ -5,10 +5,18 @@
 #   bench/run.sh --quick    about a minute once built: (a) 1 worker, (c) 4 KiB + Connection: close,
 #                           (e) 2000 conns; no oha (the open-loop scenario is full-run only)
 #   bench/run.sh --tuning   tuning lab: ringway's [runtime] knobs one at a time -> docs/tuning.md
+#   bench/run.sh --tls      TLS listeners (issue 14), ringway vs nginx vs HAProxy (skipped if built
+#                           without SSL) over the same plaintext backends: keep-alive (1 and 2 workers),
+#                           a new TLS 1.3 connection per request (full handshakes with ECDSA P-256 and
+#                           RSA-2048 certificates, resumed ones), 1 GiB download and upload, idle TLS
+#                           connections; about 7.5 minutes; rewrites docs/benchmarking.md's TLS block
+#   bench/run.sh --tls --quick   the same in about 1.5 minutes (1 worker, 1 round, 256 MiB, 2000 idle)
 #   bench/run.sh --help     all options (base port, proxies, workers, rounds)
 #
+# --tls makes its certificates with `openssl req` in the run's temporary directory.
+#
 # On a fresh Debian machine it installs what is missing (nginx, haproxy, wrk,
-# curl, perf via apt-get; oha via cargo install, full runs only), builds ringway and the
+# curl, openssl, perf via apt-get; oha via cargo install, full non-TLS runs only), builds ringway and the
 # bench backend (bench/bigbody) in release, then runs bench/harness.py.
 # Needs root (apt-get, clear_refs, perf -a) and a Rust toolchain.
 set -euo pipefail
@@ -20,7 +28,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 missing=()
-for pair in nginx:nginx haproxy:haproxy wrk:wrk curl:curl taskset:util-linux python3:python3 ss:iproute2; do
+for pair in nginx:nginx haproxy:haproxy wrk:wrk curl:curl openssl:openssl taskset:util-linux python3:python3 ss:iproute2; do
   have "${pair%%:*}" || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -38,7 +46,7 @@ if ! have perf; then
 fi
 have cargo || { log "cargo missing: install Rust (https://rustup.rs) first"; exit 1; }
 quick=0
-for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
+for arg in "$@"; do case "$arg" in --quick|--tls|--tuning) quick=1;; esac; done
 if [ "$quick" = 0 ] && ! have oha; then
   # Only the full run's open-loop scenario (b) uses oha.
   log "installing oha for the open-loop scenario: cargo install oha --locked (compiles; about 6 minutes on 2 cores)"
