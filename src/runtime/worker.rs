@@ -37,6 +37,8 @@ pub const HOT_WINDOW_MS: u64 = 20;
 /// Most hot waits per worker at once. Each pins a connection's buffers, so
 /// this bounds what connections that go quiet can hold.
 const HOT_WAITS_MAX: usize = 256;
+/// How often idle upstream connections past `idle_timeout` are closed.
+const POOL_SWEEP_MS: u64 = 1000;
 /// Pause after an accept error (e.g. out of file descriptors) so a worker
 /// does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
@@ -89,6 +91,8 @@ pub struct Worker {
     rng: RefCell<u64>,
     /// Access log lines waiting for the writer thread.
     access_log: WorkerLog,
+    /// When the pools are next swept for expired connections (coarse ms).
+    next_pool_sweep: Cell<u64>,
 }
 
 impl Worker {
@@ -113,6 +117,7 @@ impl Worker {
             spare_bufs: RefCell::new(Vec::new()),
             spare_scratch: RefCell::new(Vec::new()),
             access_log: WorkerLog::new(&config),
+            next_pool_sweep: Cell::new(0),
         }
     }
 
@@ -306,6 +311,15 @@ impl Worker {
                 }
             }
             self.access_log.flush();
+            // Idle upstream connections past their `idle_timeout` close now,
+            // not when the pool is next used: a quiet proxy holds no stale
+            // connections (and descriptors) to its backends. A sweep is a
+            // walk over at most `keepalive` entries per server, once a second.
+            let now = coarse_ms();
+            if now >= self.next_pool_sweep.get() {
+                self.next_pool_sweep.set(now + POOL_SWEEP_MS);
+                self.pools.borrow_mut().expire(now);
+            }
             let stopping = self.is_shutting_down();
             // At a stop every wait for a next request ends at once, on
             // every tick (sessions still mid-request may start one later):

@@ -183,6 +183,22 @@ impl UpstreamPools {
         pool.order.push(slot);
     }
 
+    /// Closes every idle connection whose `idle_timeout` has passed at
+    /// `coarse_now_ms` (with the clock's slack, as at checkout).
+    pub fn expire(&mut self, coarse_now_ms: u64) {
+        let now_plus_slack = coarse_now_ms.saturating_add(coarse_slack_ms());
+        for pool in &mut self.pools {
+            let idle = &mut pool.idle;
+            pool.order.retain(|&slot| {
+                let live = now_plus_slack < idle[slot].expires;
+                if !live {
+                    idle.remove(slot);
+                }
+                live
+            });
+        }
+    }
+
     /// Idle connections to server `id` (for the pool gauges).
     pub fn idle_count(&self, id: usize) -> usize {
         self.pools.get(id).map_or(0, |p| p.order.len())
@@ -257,6 +273,26 @@ mod tests {
         let addr = local(&ours);
         pools.checkin(1, ours, PoolKey::default(), 8, LONG, T);
         assert_eq!(pools.checkout(1, PoolKey::default(), T).map(|s| local(&s)), Some(addr), "a clean one is reused");
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn expired_connections_close_without_a_checkout() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut pools = UpstreamPools::new();
+        let (short, mut theirs_short) = pair(&l).await;
+        let (long, _theirs_long) = pair(&l).await;
+        pools.checkin(4, short, PoolKey::default(), 8, Duration::from_millis(500), T);
+        pools.checkin(4, long, PoolKey::default(), 8, LONG, T);
+        pools.expire(T + 100);
+        assert_eq!(pools.idle_count(4), 2, "neither is due yet");
+        pools.expire(T + 500);
+        assert_eq!(pools.idle_count(4), 1, "the short one expired");
+        // Closed, not just forgotten: the backend sees the FIN (monoio
+        // closes on the runtime, so let it run first).
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        theirs_short.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut theirs_short, &mut byte).expect("EOF"), 0);
     }
 
     #[monoio::test(timer_enabled = true)]

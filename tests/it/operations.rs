@@ -868,3 +868,20 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     let fields: Vec<&str> = files.split_whitespace().collect();
     assert_eq!(fields[3..5], ["4096", "4096"], "{files}");
 }
+
+/// A quiet proxy closes its idle upstream connections once their
+/// `idle_timeout` passes (issue 16), not only when the pool is next used.
+#[test]
+fn idle_upstream_connections_close_after_idle_timeout_without_traffic() {
+    let b = RecordingBackend::start(|_| ok("x"));
+    let p = Proxy::start(&format!(
+        "[upstreams.x]\nservers = [\"{}\"]\nidle_timeout = \"300ms\"\n[[listeners]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"x\" }} ]\n",
+        b.addr()
+    ));
+    assert_eq!(get(p.addr("public"), "/").status, 200);
+    assert_eq!(b.connections_closed(), 0, "pooled after the request");
+    let began = std::time::Instant::now();
+    // The sweep runs once a second: 300 ms, plus up to a second, plus slack.
+    assert!(b.wait_until(|_, closed| closed >= 1), "the pooled connection was never closed");
+    assert!(began.elapsed() < Duration::from_secs(3), "closed only after {:?}", began.elapsed());
+}
