@@ -11,6 +11,7 @@ mod idle;
 mod listener;
 mod reload;
 pub mod ring;
+mod spare;
 mod watchdog;
 mod worker;
 mod worker_log;

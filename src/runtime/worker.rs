@@ -5,6 +5,7 @@
 use super::clock::{coarse_ms, precise_ms};
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
+use super::spare::SparePool;
 use super::watchdog::{WatchSlot, Watchdog};
 use super::worker_log::WorkerLog;
 use crate::access_log;
@@ -37,6 +38,9 @@ pub const HOT_WINDOW_MS: u64 = 20;
 /// Most hot waits per worker at once. Each pins a connection's buffers, so
 /// this bounds what connections that go quiet can hold.
 const HOT_WAITS_MAX: usize = 256;
+/// Freeing less than this leaves the allocator alone (a `malloc_trim`
+/// walks the whole arena).
+const TRIM_MIN_BYTES: usize = 256 * 1024;
 /// How often idle upstream connections past `idle_timeout` are closed.
 const POOL_SWEEP_MS: u64 = 1000;
 /// Pause after an accept error (e.g. out of file descriptors) so a worker
@@ -84,9 +88,9 @@ pub struct Worker {
     upstream_in_use: RefCell<Vec<usize>>,
     /// Spare connection buffers: sessions borrow one per side while a
     /// request runs and give it back when they go idle.
-    spare_bufs: RefCell<Vec<Vec<u8>>>,
+    spare_bufs: SparePool,
     /// Spare small scratch buffers (heads, paths) for the same purpose.
-    spare_scratch: RefCell<Vec<Vec<u8>>>,
+    spare_scratch: SparePool,
     /// Per-worker random state (random_two balancing).
     rng: RefCell<u64>,
     /// Access log lines waiting for the writer thread.
@@ -114,8 +118,8 @@ impl Worker {
             watchdog: Watchdog::default(),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
-            spare_bufs: RefCell::new(Vec::new()),
-            spare_scratch: RefCell::new(Vec::new()),
+            spare_bufs: SparePool::new(SPARE_BUFS),
+            spare_scratch: SparePool::new(SPARE_BUFS * 4),
             access_log: WorkerLog::new(&config),
             next_pool_sweep: Cell::new(0),
         }
@@ -123,33 +127,23 @@ impl Worker {
 
     /// A connection buffer of `read_buffer` bytes, reused when possible.
     pub fn take_buf(&self, capacity: usize) -> Vec<u8> {
-        match self.spare_bufs.borrow_mut().pop() {
-            Some(v) if v.capacity() >= capacity => v,
-            _ => Vec::with_capacity(capacity),
-        }
+        self.spare_bufs.take(capacity)
     }
 
     /// Returns a buffer for reuse; one smaller than a read buffer, or
     /// beyond `SPARE_BUFS`, is freed.
     pub fn put_buf(&self, v: Vec<u8>) {
-        let mut spare = self.spare_bufs.borrow_mut();
-        if spare.len() < SPARE_BUFS && v.capacity() >= self.config.borrow().runtime.read_buffer {
-            spare.push(v);
-        }
+        self.spare_bufs.put(v, self.config.borrow().runtime.read_buffer);
     }
 
     /// A small scratch buffer (request head, path), reused when possible.
     pub fn take_scratch(&self) -> Vec<u8> {
-        self.spare_scratch.borrow_mut().pop().unwrap_or_default()
+        self.spare_scratch.take(0)
     }
 
     /// Returns a scratch buffer for reuse (beyond a bound, it is freed).
-    pub fn put_scratch(&self, mut v: Vec<u8>) {
-        let mut spare = self.spare_scratch.borrow_mut();
-        if spare.len() < SPARE_BUFS * 4 {
-            v.clear();
-            spare.push(v);
-        }
+    pub fn put_scratch(&self, v: Vec<u8>) {
+        self.spare_scratch.put(v, 0);
     }
 
     /// This worker's random state (`upstream::next_random`).
@@ -319,6 +313,7 @@ impl Worker {
             if now >= self.next_pool_sweep.get() {
                 self.next_pool_sweep.set(now + POOL_SWEEP_MS);
                 self.pools.borrow_mut().expire(now);
+                self.trim_spares();
             }
             let stopping = self.is_shutting_down();
             // At a stop every wait for a next request ends at once, on
@@ -345,6 +340,22 @@ impl Worker {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Frees the spare buffers a burst left behind (see `SparePool`), and
+    /// hands the freed memory back to the system: glibc keeps freed small
+    /// blocks in the thread's arena otherwise, and RSS stays at the peak.
+    #[allow(unsafe_code)]
+    fn trim_spares(&self) {
+        let freed = self.spare_bufs.trim() + self.spare_scratch.trim();
+        if freed >= TRIM_MIN_BYTES {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: `malloc_trim` only returns free memory to the system;
+            // it touches no live allocation.
+            unsafe {
+                libc::malloc_trim(0);
             }
         }
     }
