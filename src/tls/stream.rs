@@ -94,8 +94,17 @@ impl TlsStream {
     /// Runs the handshake to its end. Bounded in bytes (`HANDSHAKE_MAX_BYTES`);
     /// the caller bounds it in time.
     pub async fn handshake(&mut self) -> io::Result<()> {
-        let mut received = 0usize;
+        let mut received = self.cin.len();
         loop {
+            // Bytes already here (read with a PROXY header, or behind the
+            // last record) go to rustls before the socket is read again.
+            if !self.cin.is_empty() {
+                if let Err(e) = feed(&mut self.session, &mut self.cin) {
+                    // rustls queued an alert saying why; send it if we can.
+                    let _ = self.flush_out().await;
+                    return Err(e);
+                }
+            }
             if self.session.wants_write() {
                 self.flush_out().await?;
             }
@@ -109,11 +118,6 @@ impl TlsStream {
             match self.cin.fill(&mut self.tcp).await? {
                 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
                 n => received += n,
-            }
-            if let Err(e) = feed(&mut self.session, &mut self.cin) {
-                // rustls queued an alert saying why; send it if we can.
-                let _ = self.flush_out().await;
-                return Err(e);
             }
         }
     }

@@ -134,18 +134,29 @@ async fn the_halves_run_at_once() {
 async fn session_tickets_are_absorbed_but_a_response_is_not() {
     let (mut server, mut client) = pair().await;
     // rustls servers send TLS 1.3 tickets after the handshake; they are
-    // already on the client's socket.
-    monoio::time::sleep(Duration::from_millis(20)).await;
+    // on the client's socket, or about to be.
     let mut raw = vec![0u8; 8192];
-    let n = peek(&client, &mut raw);
-    assert!(n > 0, "the server sent its tickets");
+    assert!(arrived(&client, &mut raw).await, "the server sent its tickets");
     let got = recv(&client, &mut raw);
     assert!(client.absorb(&raw[..got]), "tickets leave the connection usable");
     let (r, _) = server.write_all(b"HTTP/1.1 200 OK\r\n".to_vec()).await;
     r.expect("write");
-    monoio::time::sleep(Duration::from_millis(20)).await;
+    assert!(arrived(&client, &mut raw).await, "the response arrived");
     let got = recv(&client, &mut raw);
     assert!(!client.absorb(&raw[..got]), "application data is a response nobody asked for");
+}
+
+/// Waits (up to 5 s, letting the runtime run) until bytes wait on the
+/// client's socket.
+async fn arrived(client: &TlsStream, raw: &mut [u8]) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if peek(client, raw) > 0 {
+            return true;
+        }
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
 
 #[monoio::test(timer_enabled = true)]
