@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod ops;
+pub mod tcp;
 pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

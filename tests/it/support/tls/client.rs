@@ -156,6 +156,15 @@ pub fn alert_of(e: &io::Error) -> Option<AlertDescription> {
     }
 }
 
+/// How `TlsClient::connect_after` sends its preface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preface {
+    /// In a write of its own, 100 ms before the handshake.
+    Alone,
+    /// In the same write (packet) as the ClientHello.
+    WithHello,
+}
+
 /// A blocking TLS client connection with a read buffer.
 pub struct TlsClient {
     pub stream: StreamOwned<ClientConnection, TcpStream>,
@@ -165,12 +174,32 @@ pub struct TlsClient {
 impl TlsClient {
     /// Connects and runs the whole handshake; its failure is the error.
     pub fn connect(addr: SocketAddr, opts: &TlsOpts) -> io::Result<TlsClient> {
-        let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Self::connect_after(addr, b"", Preface::Alone, opts)
+    }
+
+    /// `connect`, with `preface` (e.g. a PROXY protocol header) written in
+    /// plaintext first: alone (the handshake starts a moment later), or in
+    /// one write with the ClientHello.
+    pub fn connect_after(addr: SocketAddr, preface: &[u8], how: Preface, opts: &TlsOpts) -> io::Result<TlsClient> {
+        let mut tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(opts.name.clone()).expect("server name");
-        let conn = ClientConnection::new(Arc::new(opts.config()), name).expect("client connection");
+        let mut conn = ClientConnection::new(Arc::new(opts.config()), name).expect("client connection");
+        if !preface.is_empty() {
+            let mut first = preface.to_vec();
+            match how {
+                Preface::Alone => {
+                    tcp.write_all(&first)?;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Preface::WithHello => {
+                    conn.write_tls(&mut first)?;
+                    tcp.write_all(&first)?;
+                }
+            }
+        }
         let mut stream = StreamOwned::new(conn, tcp);
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock)?;
