@@ -192,7 +192,6 @@ fn a_proxy_header_comes_before_the_tls_handshake() {
 }
 
 #[test]
-#[ignore = "bug: TlsStream::handshake (src/tls/stream.rs) reads the socket before feeding the bytes that came with the PROXY header, so a ClientHello in the header's packet is never processed and the handshake times out"]
 fn a_proxy_header_and_the_client_hello_in_one_packet() {
     proxy_header_then_tls(Preface::WithHello);
 }
