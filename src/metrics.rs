@@ -238,6 +238,8 @@ pub struct Globals<'a> {
     pub reloads_failed: u64,
     /// `(upstream, server, healthy)` for every server of the running config.
     pub health: &'a [(Arc<str>, std::net::SocketAddr, bool)],
+    /// DNS discovery rounds: `(upstream, succeeded, failed)`.
+    pub dns: &'a [(Arc<str>, u64, u64)],
 }
 
 /// Merges worker snapshots into the Prometheus text exposition format.
@@ -363,6 +365,7 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     let _ = writeln!(out, "# HELP ringway_request_lines_refused_total Connections refused at their first bytes (not an HTTP request line).\n# TYPE ringway_request_lines_refused_total counter\nringway_request_lines_refused_total {}", edge.request_lines_refused);
     tls::render(snaps.iter().map(|s| &s.tls), &mut out);
     let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
+    dns::render(g.dns, &mut out);
     out
 }
 
@@ -375,7 +378,9 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+mod dns;
 mod tls;
+pub use dns::DnsCounts;
 pub use tls::TlsCounts;
 
 #[cfg(test)]
