@@ -293,10 +293,12 @@ fn render_metrics(control: &Control) -> String {
         .iter()
         .flat_map(|u| u.servers.iter().map(move |s| (Arc::clone(&u.name), s.addr, s.in_rotation())))
         .collect();
+    let dns = control.dns.snapshot();
     let globals = Globals {
         reloads_ok: control.reloads_ok.load(Ordering::Relaxed),
         reloads_failed: control.reloads_failed.load(Ordering::Relaxed),
         health: &health,
+        dns: &dns,
     };
     metrics::render(&snaps, &globals)
 }

@@ -2,7 +2,8 @@
 //! proxy. `runtime` starts the workers; each accepted connection becomes a
 //! `proxy::Session`, which parses with `http`, routes with `router`, and
 //! forwards over `upstream` pools. `config` turns the TOML file into the
-//! typed snapshot all of them read.
+//! typed snapshot all of them read; `dns` resolves the names of servers
+//! given by name or by SRV records, never on a worker.
 
 // Denied here rather than in Cargo.toml's [lints] (see there). The few
 // items that need `unsafe` allow it, each saying why.
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod demo_backend;
+pub mod dns;
 pub mod http;
 pub mod io_buf;
 pub mod logging;

@@ -244,6 +244,8 @@ pub struct Globals<'a> {
     pub reloads_failed: u64,
     /// `(upstream, server, healthy)` for every server of the running config.
     pub health: &'a [(Arc<str>, std::net::SocketAddr, bool)],
+    /// DNS discovery rounds: `(upstream, succeeded, failed)`.
+    pub dns: &'a [(Arc<str>, u64, u64)],
 }
 
 /// Merges worker snapshots into the Prometheus text exposition format.
@@ -370,6 +372,7 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     tls::render(snaps.iter().map(|s| &s.tls), &mut out);
     l4::render(snaps.iter().map(|s| &s.l4), &mut out);
     let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
+    dns::render(g.dns, &mut out);
     out
 }
 
@@ -382,8 +385,10 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+mod dns;
 mod l4;
 mod tls;
+pub use dns::DnsCounts;
 pub use l4::{L4Counts, TcpDone};
 pub use tls::TlsCounts;
 

@@ -35,7 +35,7 @@ impl fmt::Display for RouterError {
 
 impl std::error::Error for RouterError {}
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Node<T> {
     /// Lowercased segment bytes; empty only for the root.
     seg: Box<[u8]>,
@@ -63,7 +63,7 @@ fn cmp_folded(lower: &[u8], seg: &[u8]) -> Ordering {
 
 /// Route prefixes in a trie of path segments, one level per segment, for
 /// longest-prefix lookup.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Router<T> {
     root: Node<T>,
     len: usize,

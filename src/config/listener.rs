@@ -12,7 +12,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 /// A `[[listeners]]` entry: an address and the routes served on it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     /// Unique; names the listener in metrics, logs and across reloads.
     pub name: Arc<str>,

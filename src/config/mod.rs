@@ -9,6 +9,7 @@
 
 mod addr;
 mod binds;
+mod discovery;
 mod error;
 mod http;
 mod limits;
@@ -20,6 +21,7 @@ mod upstream;
 mod wording;
 
 pub use binds::overlaps;
+pub use discovery::{DEFAULT_RESOLVE_MAX, DEFAULT_RESOLVE_MIN};
 pub use error::ConfigError;
 pub use http::{Forwarding, HttpPolicy, PathParams, Underscores, DEFAULT_UPGRADES};
 pub use limits::{
@@ -37,6 +39,7 @@ pub use runtime::{
 pub use tls::ListenerTls;
 pub use upstream::DEFAULT_KEEPALIVE;
 
+use crate::dns::{DnsConfig, Lookups};
 use crate::metrics::RouteLabels;
 
 use crate::upstream::{ServerState, Upstream};
@@ -82,8 +85,7 @@ pub enum RouteAction {
 pub struct Config {
     /// The file it was read from (what a reload reads again).
     pub source: PathBuf,
-    /// The text this snapshot was built from (host names are resolved again
-    /// from it, see `runtime::Control::resolve_again`).
+    /// The text this snapshot was built from.
     pub text: String,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
@@ -93,11 +95,14 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `[http]`: upgrades, underscores in names, path parameters.
     pub http: HttpPolicy,
+    /// `[dns]`: the name servers discovery asks.
+    pub dns: DnsConfig,
     /// `[upstreams.NAME]`, in name order; routes refer to them by index.
     pub upstreams: Vec<Arc<Upstream>>,
     /// `[[listeners]]`, in file order.
     pub listeners: Vec<Listener>,
-    /// Every distinct backend this snapshot names.
+    /// Every distinct backend this snapshot names (host names and SRV
+    /// records as resolved for this snapshot).
     pub servers: Vec<Arc<ServerState>>,
     /// The admin listener (`[admin] bind`), off when absent.
     pub admin: Option<SocketAddr>,
@@ -117,18 +122,71 @@ impl Config {
 
     /// Validates config text; `source` names the file in errors.
     pub fn parse(source: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_after(source, text, None)
+    }
+
+    /// Reads and validates a config file to replace `running`: a name of a
+    /// discovered upstream that does not resolve now keeps what `running`
+    /// last resolved it to.
+    pub fn load_after(path: &Path, running: &Config) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
+        Config::parse_after(path, &text, Some(running))
+    }
+
+    fn parse_after(source: &Path, text: &str, known: Option<&Config>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|s| s.start);
             let key = at.and_then(|o| error::key_at(text, o));
             ConfigError::at(source, text, at, key.as_deref(), wording::plain(e.message()))
         })?;
-        Builder { source, text, warnings: Default::default() }.build(raw)
+        Builder { source, text, known, warnings: Default::default() }.build(raw)
     }
+
+    /// This snapshot with some upstreams replaced (`(index, upstream)`,
+    /// after their names resolved to other servers); everything else is
+    /// shared or copied, listeners' TLS settings (and so their session
+    /// ticket keys) included.
+    pub fn with_upstreams(&self, changed: Vec<(usize, Upstream)>) -> Config {
+        let mut upstreams = self.upstreams.clone();
+        for (i, u) in changed {
+            if let Some(slot) = upstreams.get_mut(i) {
+                *slot = Arc::new(u);
+            }
+        }
+        Config {
+            source: self.source.clone(),
+            text: self.text.clone(),
+            runtime: self.runtime.clone(),
+            limits: self.limits,
+            timeouts: self.timeouts,
+            http: self.http.clone(),
+            dns: self.dns.clone(),
+            servers: distinct_servers(&upstreams),
+            upstreams,
+            listeners: self.listeners.clone(),
+            admin: self.admin,
+            access_log: self.access_log.clone(),
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+/// Every distinct server state the upstreams name, in order.
+fn distinct_servers(upstreams: &[Arc<Upstream>]) -> Vec<Arc<ServerState>> {
+    let mut servers: Vec<Arc<ServerState>> = Vec::new();
+    for s in upstreams.iter().flat_map(|u| u.servers.iter()) {
+        if !servers.iter().any(|m| m.addr == s.addr) {
+            servers.push(Arc::clone(&s.state));
+        }
+    }
+    servers
 }
 
 pub(crate) struct Builder<'a> {
     source: &'a Path,
     text: &'a str,
+    /// The running config a reload replaces: what its names last resolved to.
+    known: Option<&'a Config>,
     /// Collected while building (see `Config::warnings`).
     warnings: std::cell::RefCell<Vec<String>>,
 }
@@ -143,14 +201,16 @@ impl Builder<'_> {
         let limits = self.limits(&raw.limits)?;
         let timeouts = self.timeouts(&raw.timeouts)?;
         let http = self.http(raw.http.as_ref())?;
-        let mut servers: Vec<Arc<ServerState>> = Vec::new();
+        let dns = self.dns(raw.dns.as_ref())?;
+        let lookups = Lookups::new(&dns);
         let mut by_name = HashMap::new();
         let mut upstreams = Vec::new();
         for (name, up) in &raw.upstreams {
-            let built = self.upstream(name, up, &mut servers)?;
+            let built = self.upstream(name, up, &lookups)?;
             by_name.insert(name.get_ref().clone(), upstreams.len());
             upstreams.push(Arc::new(built));
         }
+        let servers = distinct_servers(&upstreams);
         let mut listeners: Vec<Listener> = Vec::new();
         for l in &raw.listeners {
             let names: Vec<Arc<str>> = upstreams.iter().map(|u: &Arc<Upstream>| Arc::clone(&u.name)).collect();
@@ -180,6 +240,7 @@ impl Builder<'_> {
             limits,
             timeouts,
             http,
+            dns,
             upstreams,
             listeners,
             servers,

@@ -24,6 +24,14 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
     pub http: Option<RawHttp>,
+    pub dns: Option<Spanned<RawDns>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,7 +98,8 @@ pub struct RawTimeouts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    pub servers: Spanned<Vec<Spanned<RawServer>>>,
+    pub servers: Option<Spanned<Vec<Spanned<RawServer>>>>,
+    pub srv: Option<Spanned<String>>,
     pub keepalive: Option<Spanned<usize>>,
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
@@ -103,6 +112,8 @@ pub struct RawUpstream {
     pub idle_timeout: Option<Spanned<String>>,
     pub queue_timeout: Option<Spanned<String>>,
     pub resolve_every: Option<Spanned<String>>,
+    pub resolve_min: Option<Spanned<String>>,
+    pub resolve_max: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
     pub send_proxy_protocol: Option<Spanned<String>>,
 }

@@ -256,7 +256,10 @@ fn type_errors_read_in_toml_words() {
         ("[runtime]\nthreads = { a = 1 }\n", "expected a whole number, got a table"),
         ("runtime = 3\n", "expected a table, got 3"),
         ("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nhealth_check = \"/h\"\n", "expected a table, got \"/h\""),
-        ("[upstreams.a]\nkeepalive = 3\n", "missing required key `servers`"),
+        (
+            "[upstreams.a]\nkeepalive = 3\n",
+            "missing required key `servers` (a list of \"host:port\"), or `srv` (the name of SRV records)",
+        ),
     ];
     for (text, expected) in cases {
         let e = parse(&format!("{text}{listener}")).expect_err(text);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 /// A listener's TLS: what new handshakes use.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ListenerTls {
     /// Certificates, versions, ALPN, client verification.
     pub server: Arc<rustls::ServerConfig>,

@@ -1,13 +1,11 @@
-//! Building `[upstreams.NAME]`: servers (strings or tables), balancing,
-//! retries, health checks and pooling, with their defaults.
+//! Building `[upstreams.NAME]`: balancing, retries, health checks and
+//! pooling, with their defaults. Its servers (`servers` or `srv`) are
+//! built in `discovery.rs`.
 
-use super::raw::{RawHealthCheck, RawServer, RawUpstream};
+use super::raw::{RawHealthCheck, RawUpstream};
 use super::{Builder, ConfigError};
-use crate::upstream::{
-    member_state, server_state, Balance, HashKey, HealthCheck, PassiveHealth, Policy, Server, ServerState, Upstream,
-};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use crate::dns::Lookups;
+use crate::upstream::{Balance, HashKey, HealthCheck, PassiveHealth, Policy, Upstream};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -34,40 +32,18 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_HEALTH_RISE: u32 = 2;
 /// Consecutive failed checks that take a server out.
 pub const DEFAULT_HEALTH_FALL: u32 = 2;
-/// Largest server weight (the smooth sequence has sum(weights) entries).
-pub const MAX_WEIGHT: u32 = 1000;
 
 impl Builder<'_> {
     pub(super) fn upstream(
         &self,
         name: &Spanned<String>,
-        up: &Spanned<RawUpstream>,
-        servers: &mut Vec<Arc<ServerState>>,
+        raw: &Spanned<RawUpstream>,
+        lookups: &Lookups,
     ) -> Result<Upstream, ConfigError> {
         let key = format!("upstreams.{}", name.get_ref());
-        let up = up.get_ref();
-        if up.servers.get_ref().is_empty() {
-            return Err(self.err(&up.servers, &format!("{key}.servers"), "needs at least one server"));
-        }
-        let mut members: Vec<Server> = Vec::new();
-        for s in up.servers.get_ref() {
-            let server =
-                self.server(name.get_ref(), s, &format!("{key}.servers"), &format!("upstream {}", name.get_ref()))?;
-            if members.iter().any(|m| m.addr == server.addr) {
-                return Err(self.err(s, &format!("{key}.servers"), format!("server {} listed twice", server.addr)));
-            }
-            if !servers.iter().any(|m| m.addr == server.addr) {
-                servers.push(Arc::clone(&server.state));
-            }
-            members.push(server);
-        }
-        if members.iter().all(|m| m.backup) {
-            return Err(self.err(
-                &up.servers,
-                &format!("{key}.servers"),
-                "needs at least one server that is not a backup",
-            ));
-        }
+        let up = raw.get_ref();
+        let refresh = self.refresh(up, &key)?;
+        let sources = self.sources(name, raw, refresh, lookups)?;
         let duration = |v: &Option<Spanned<String>>, k: &str, default: Duration| match v {
             Some(s) => self.duration(s, &format!("{key}.{k}")),
             None => Ok(default),
@@ -90,15 +66,11 @@ impl Builder<'_> {
             health_check,
             idle_timeout: duration(&up.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
             queue_timeout: duration(&up.queue_timeout, "queue_timeout", DEFAULT_QUEUE_TIMEOUT)?,
-            resolve_every: up
-                .resolve_every
-                .as_ref()
-                .map(|r| self.duration(r, &format!("{key}.resolve_every")))
-                .transpose()?,
+            refresh,
         };
         let keepalive = up.keepalive.as_ref().map_or(DEFAULT_KEEPALIVE, |k| *k.get_ref());
-        let mut built = Upstream::new(name.get_ref().as_str().into(), members, keepalive, policy);
-        built.tls = up.tls.as_ref().map(|t| self.upstream_tls(t, &key)).transpose()?;
+        let tls = up.tls.as_ref().map(|t| self.upstream_tls(t, &key)).transpose()?;
+        let mut built = Upstream::from_sources(name.get_ref().as_str().into(), sources, keepalive, policy, tls);
         built.send_proxy = match up.send_proxy_protocol.as_ref().map(|v| (v, v.get_ref().as_str())) {
             None => None,
             Some((_, "v1")) => Some(crate::proxy_protocol::Version::V1),
@@ -108,33 +80,6 @@ impl Builder<'_> {
             }
         };
         Ok(built)
-    }
-
-    fn server(&self, upstream: &str, s: &Spanned<RawServer>, key: &str, owner: &str) -> Result<Server, ConfigError> {
-        let (text, weight, backup, max_conns) = match s.get_ref() {
-            RawServer::Addr(a) => (a.as_str(), 1, false, None),
-            RawServer::Table(t) => (t.addr.as_str(), t.weight.unwrap_or(1), t.backup.unwrap_or(false), t.max_conns),
-        };
-        if !(1..=MAX_WEIGHT).contains(&weight) {
-            return Err(self.err(s, key, format!("weight must be from 1 to {MAX_WEIGHT}")));
-        }
-        if max_conns == Some(0) {
-            return Err(self.err(s, key, "max_conns must be at least 1"));
-        }
-        let spanned = Spanned::new(s.span(), text.to_owned());
-        let addr: SocketAddr = self.socket_addr(&spanned, key, owner)?;
-        let state = server_state(addr);
-        Ok(Server {
-            id: state.id,
-            addr,
-            state,
-            member: member_state(upstream, addr),
-            weight,
-            backup,
-            max_conns,
-            name: text.into(),
-            is_hostname: text.parse::<SocketAddr>().is_err(),
-        })
     }
 
     fn balance(&self, up: &RawUpstream, key: &str) -> Result<Balance, ConfigError> {

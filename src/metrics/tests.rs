@@ -22,7 +22,7 @@ fn counters_merge_across_workers() {
     let health = [(up.clone(), addr, true)];
     let text = render(
         &[a.snapshot(vec![]), b.snapshot(vec![PoolGauge { addr, idle: 2, active: 0 }])],
-        &Globals { reloads_ok: 1, reloads_failed: 0, health: &health },
+        &Globals { reloads_ok: 1, reloads_failed: 0, health: &health, dns: &[] },
     );
     assert!(
         text.contains("ringway_requests_total{listener=\"public\",route=\"/\",upstream=\"all\",code=\"200\"} 3\n"),

@@ -175,7 +175,8 @@ impl Session {
                     None => return Err(ProxyError::UpstreamGone { reused, answered: true }),
                 },
                 Ok(done) => {
-                    if let (true, Some(conn)) = (done.upstream_reusable, slot) {
+                    let listed = done.upstream_reusable && worker.still_lists(&self.config, server.id);
+                    if let (true, Some(conn)) = (listed, slot) {
                         worker.pools.borrow_mut().checkin(
                             server.id,
                             conn,

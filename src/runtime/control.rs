@@ -11,6 +11,7 @@ use super::listener::{bind_group, check_free};
 use super::reload::Reloaded;
 use crate::admin::AdminListener;
 use crate::config::{overlaps, Config, ConfigError, RuntimeConfig};
+use crate::metrics::DnsCounts;
 use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
@@ -67,8 +68,9 @@ pub struct Control {
     /// The file to re-read on reload (None for the embedded demo config).
     path: Option<PathBuf>,
     workers: Mutex<Vec<Sender<Command>>>,
-    /// Serializes reloads (SIGHUP and the admin API may race).
-    reloading: Mutex<()>,
+    /// Serializes reloads (SIGHUP and the admin API may race) and the
+    /// resolver thread's swaps.
+    pub(super) reloading: Mutex<()>,
     /// The `[runtime]` settings the workers were started with, which a
     /// reload cannot change.
     started_runtime: RuntimeConfig,
@@ -80,6 +82,10 @@ pub struct Control {
     pub reloads_failed: AtomicU64,
     /// The listening sockets a new instance may take over (`handover`).
     pub offered: Offered,
+    /// The resolver thread, once started (`resolver.rs`).
+    pub(super) resolver: Mutex<Option<std::thread::Thread>>,
+    /// DNS discovery rounds (`ringway_dns_resolutions_total`).
+    pub dns: DnsCounts,
 }
 
 impl Control {
@@ -98,6 +104,8 @@ impl Control {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             offered: Offered::default(),
+            resolver: Mutex::new(None),
+            dns: DnsCounts::default(),
         }
     }
 
@@ -151,6 +159,7 @@ impl Control {
         // First, so that no handover starts with sockets about to close.
         self.offered.clear();
         self.shutdown.store(true, Ordering::Relaxed);
+        self.wake_resolver();
     }
 
     /// Sends `make(worker index)` to every worker; returns how many got it.
@@ -175,9 +184,9 @@ impl Control {
 
     fn try_reload(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-        let new = Config::load(path).map_err(ReloadError::Config)?;
-        new.warnings.iter().for_each(|w| log::warn!("reload: {w}"));
         let old = self.config.load_full();
+        let new = Config::load_after(path, &old).map_err(ReloadError::Config)?;
+        new.warnings.iter().for_each(|w| log::warn!("reload: {w}"));
         let threads = self.workers.lock().unwrap_or_else(|e| e.into_inner()).len();
         // Bind every new listener before changing anything, so a bind error
         // leaves the running config whole.
@@ -221,14 +230,18 @@ impl Control {
             });
         }
         self.swap(new);
+        self.start_resolver();
         Ok(done)
     }
 
-    fn swap(&self, new: Config) {
+    /// Makes `new` the running snapshot (a reload, or names resolved to
+    /// other servers) and returns it.
+    pub(super) fn swap(&self, new: Config) -> Arc<Config> {
         let new = Arc::new(new);
         self.config.store(Arc::clone(&new));
         self.generation.fetch_add(1, Ordering::Release);
         crate::upstream::forget_drains_outside(&new.upstreams);
+        new
     }
 
     /// Runs `change` on the running snapshot with reloads held off, so a
@@ -237,50 +250,5 @@ impl Control {
     pub fn with_config<R>(&self, change: impl FnOnce(&Config) -> R) -> R {
         let _no_reload = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         change(&self.config.load())
-    }
-
-    /// Resolves the running config's host names again (from the same text,
-    /// so file edits still wait for a reload) and swaps in a new snapshot
-    /// if any address changed. Runs on the resolver thread, never a worker.
-    pub fn resolve_again(&self) {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.config.load_full();
-        match Config::parse(&old.source, &old.text) {
-            Ok(new) => {
-                let addrs = |c: &Config| c.servers.iter().map(|s| s.addr).collect::<Vec<_>>();
-                if addrs(&new) != addrs(&old) {
-                    log::info!("host names resolved to new addresses: {:?}", addrs(&new));
-                    self.swap(new);
-                }
-            }
-            Err(e) => log::warn!("re-resolving host names failed, keeping the old addresses: {e}"),
-        }
-    }
-
-    /// Starts the resolver thread if any upstream names servers by host name
-    /// and sets `resolve_every`.
-    pub fn start_resolver(self: &Arc<Self>) {
-        let every = |c: &Config| {
-            c.upstreams
-                .iter()
-                .filter(|u| u.servers.iter().any(|s| s.is_hostname))
-                .filter_map(|u| u.policy.resolve_every)
-                .min()
-        };
-        if every(&self.config()).is_none() {
-            return;
-        }
-        let control = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("ringway-resolver".into()).spawn(move || loop {
-            let Some(period) = every(&control.config()) else { return };
-            std::thread::sleep(period);
-            if control.is_shutting_down() {
-                return;
-            }
-            control.resolve_again();
-        });
-        if let Err(e) = spawned {
-            log::error!("cannot start the resolver thread: {e}");
-        }
     }
 }

@@ -10,6 +10,7 @@ pub mod handover;
 mod idle;
 mod listener;
 mod reload;
+mod resolver;
 pub mod ring;
 mod spare;
 mod watchdog;

@@ -181,6 +181,15 @@ impl Worker {
         Rc::clone(&self.config.borrow())
     }
 
+    /// Whether a connection to server `id`, used by a request that runs on
+    /// snapshot `used`, may go back to the pool: the current snapshot still
+    /// lists the server (a reload, or DNS, may have removed it while the
+    /// request ran). One pointer comparison unless the snapshot changed.
+    pub fn still_lists(&self, used: &Rc<Snapshot>, id: usize) -> bool {
+        let current = self.config();
+        Rc::ptr_eq(used, &current) || current.servers.iter().any(|s| s.id == id)
+    }
+
     /// Whether a graceful stop has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.control.is_shutting_down()

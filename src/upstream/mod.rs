@@ -5,6 +5,7 @@
 //! `ServerState`, and each member's `MemberState`).
 
 mod balance;
+mod discovery;
 mod hash;
 pub mod health;
 mod pool;
@@ -14,6 +15,7 @@ mod stable_hash;
 mod weighted;
 
 pub use balance::{next_random, Balance, HashKey};
+pub use discovery::{members_of, Found, Lookup, Member, Refresh, Resolved, Source, MAX_WEIGHT};
 pub use pool::{PoolKey, UpstreamPools};
 pub use server::{member_state, server_state, MemberState, PassiveHealth, ServerState};
 pub use stable_hash::hash_bytes;
@@ -30,7 +32,8 @@ use weighted::SmoothSequence;
 pub struct Server {
     /// Stable process-wide index (`ServerState::id`): names the worker's pool.
     pub id: usize,
-    /// The address connected to (resolved when the config loaded).
+    /// The address connected to (an address a name resolved to, for a
+    /// server given by name: see `discovery`).
     pub addr: SocketAddr,
     /// What belongs to the address in every upstream: health, in-flight
     /// requests, the drain of the address everywhere.
@@ -43,11 +46,13 @@ pub struct Server {
     pub backup: bool,
     /// Most concurrent requests across all workers.
     pub max_conns: Option<usize>,
-    /// As written in the config (`host:port` or an address): names the
-    /// server on the hash ring, so it keeps its keys across restarts.
+    /// As written in the config (`host:port` or an address), or an SRV
+    /// target's `host:port`: the name TLS verifies.
     pub name: Arc<str>,
-    /// Whether `name` is a host name (re-resolved every `resolve_every`).
-    pub is_hostname: bool,
+    /// Names the server on the hash ring, so it keeps its keys across
+    /// restarts: `name`, or `name@address` when the name stands for several
+    /// addresses.
+    pub ring_key: Arc<str>,
 }
 
 /// Active health check settings (`health_check = { ... }`).
@@ -87,8 +92,9 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// How long a request waits when every server is at `max_conns`.
     pub queue_timeout: Duration,
-    /// How often host names are resolved again.
-    pub resolve_every: Option<Duration>,
+    /// How often its names are resolved again (`resolve_every`, or the
+    /// TTL of `srv` records); `None`: resolved once, at load.
+    pub refresh: Option<Refresh>,
 }
 
 /// An `[upstreams.NAME]`: its servers, their balancing order and its policy.
@@ -96,8 +102,13 @@ pub struct Policy {
 pub struct Upstream {
     /// The NAME of `[upstreams.NAME]`.
     pub name: Arc<str>,
-    /// In config order; plans and routes name them by index.
+    /// In config order; plans and routes name them by index. Empty while
+    /// no name of a discovered upstream has resolved (requests get 503).
     pub servers: Vec<Server>,
+    /// What `servers` came from: the `servers` entries or the `srv` name,
+    /// each with its last resolution (empty for an upstream built from
+    /// servers directly).
+    pub sources: Vec<Source>,
     /// Idle connections kept per server per worker.
     pub keepalive: usize,
     /// Retries, health and pooling.
@@ -127,10 +138,11 @@ impl Upstream {
         let primaries: Vec<usize> = (0..servers.len()).filter(|&i| !servers[i].backup).collect();
         let weights: Vec<u32> = primaries.iter().map(|&i| servers[i].weight).collect();
         let sequence = SmoothSequence::new(&weights);
-        let ring = HashRing::new(primaries.iter().map(|&i| (&*servers[i].name, servers[i].weight, i)));
+        let ring = HashRing::new(primaries.iter().map(|&i| (&*servers[i].ring_key, servers[i].weight, i)));
         Upstream {
             name,
             servers,
+            sources: Vec::new(),
             keepalive,
             policy,
             next: AtomicUsize::new(0),
@@ -148,9 +160,9 @@ impl Upstream {
         self.servers.iter().find(|s| s.addr == addr)
     }
 
-    /// Attempts allowed per request.
+    /// Attempts allowed per request (at least 1, even with no server).
     pub fn tries(&self) -> usize {
-        self.policy.tries.clamp(1, self.servers.len().min(MAX_TRIES))
+        self.policy.tries.min(self.servers.len().min(MAX_TRIES)).max(1)
     }
 
     /// Takes the next round-robin ticket. Relaxed: the counter orders
@@ -189,17 +201,17 @@ impl Server {
     }
 }
 
-/// Called once a new snapshot is in place (reload, host names resolved
-/// again): drains of servers it no longer lists are forgotten, so a server
+/// Called once a new snapshot is in place (reload, names resolved to other
+/// servers): drains of servers it no longer lists are forgotten, so a server
 /// added back later starts in rotation. A drain in one upstream ends when
-/// that upstream no longer lists the address; a drain everywhere ends when
-/// no upstream does.
+/// that upstream no longer lists the address; a drain everywhere, and the
+/// address's health, end when no upstream does.
 pub fn forget_drains_outside(upstreams: &[Arc<Upstream>]) {
     let listed = |upstream: Option<&str>, addr: SocketAddr| {
         upstreams.iter().any(|u| upstream.is_none_or(|name| *u.name == *name) && u.server(addr).is_some())
     };
     server::forget_members(|m| !listed(Some(&m.upstream), m.addr));
-    server::forget_address_drains(|addr| !listed(None, addr));
+    server::forget_address_state(|addr| !listed(None, addr));
 }
 
 #[cfg(test)]

@@ -183,6 +183,15 @@ impl ServerState {
         }
     }
 
+    /// Back to the state of a new server: up, no failures counted.
+    fn forget_health(&self) {
+        self.active_down.store(false, Relaxed);
+        self.down_until_ms.store(0, Relaxed);
+        self.window_start_ms.store(0, Relaxed);
+        self.fails.store(0, Relaxed);
+        self.probing.store(false, Relaxed);
+    }
+
     /// Applies an active health check verdict; returns true if it changed.
     pub fn set_active_down(&self, down: bool) -> bool {
         let changed = self.active_down.swap(down, Relaxed) != down;
@@ -269,13 +278,18 @@ pub(super) fn forget_members(gone: impl Fn(&MemberState) -> bool) {
     });
 }
 
-/// Ends the drain everywhere of the addresses `gone` says no upstream lists
-/// any more. Their `ServerState` stays: its id names pools in the workers.
-pub(super) fn forget_address_drains(gone: impl Fn(SocketAddr) -> bool) {
+/// Forgets what the addresses `gone` says no upstream lists any more had:
+/// the drain everywhere, and health, so that an address that comes back
+/// (a reload, or DNS giving it again) starts in rotation. Their
+/// `ServerState` stays: its id names pools in the workers.
+pub(super) fn forget_address_state(gone: impl Fn(SocketAddr) -> bool) {
     let all = registry().lock().unwrap_or_else(|e| e.into_inner());
-    for s in all.iter().filter(|s| s.is_drained() && gone(s.addr)) {
-        s.set_drained(false);
-        log::info!("no upstream lists server {} any more: its drain everywhere is forgotten", s.addr);
+    for s in all.iter().filter(|s| gone(s.addr)) {
+        if s.is_drained() {
+            s.set_drained(false);
+            log::info!("no upstream lists server {} any more: its drain everywhere is forgotten", s.addr);
+        }
+        s.forget_health();
     }
 }
 

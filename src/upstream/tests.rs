@@ -12,7 +12,7 @@ fn server(port: u16, weight: u32, backup: bool) -> Server {
         backup,
         max_conns: None,
         name: addr.to_string().into(),
-        is_hostname: false,
+        ring_key: addr.to_string().into(),
     }
 }
 
@@ -26,7 +26,7 @@ fn policy(balance: Balance) -> Policy {
         health_check: None,
         idle_timeout: Duration::from_secs(30),
         queue_timeout: Duration::from_secs(1),
-        resolve_every: None,
+        refresh: None,
     }
 }
 

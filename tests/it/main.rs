@@ -11,6 +11,7 @@ mod access_log_refusals;
 mod balancing;
 mod bodies;
 mod cli;
+mod dns_discovery;
 mod drain;
 mod edge_attacks;
 mod forwarding;

@@ -3,6 +3,7 @@
 //! clients. Everything binds 127.0.0.1 on ephemeral ports, every read has a
 //! timeout, every child process is killed on drop.
 
+pub mod dns;
 pub mod faults;
 pub mod ops;
 pub mod tcp;
@@ -385,8 +386,26 @@ impl RecordingBackend {
         Self::start(move |r| ok(&format!("{id} {}\n", r.target())))
     }
 
+    /// Like `start`, listening on `addr` (another loopback address such as
+    /// 127.0.0.2, or a given port); `None` if it cannot be bound.
+    pub fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Option<RecordingBackend> {
+        Some(Self::serve(TcpListener::bind(addr).ok()?, BodyMode::Keep, Arc::new(handler)))
+    }
+
+    /// Like `echo_id`, listening on `addr` (see `start_on`).
+    pub fn echo_id_on(addr: SocketAddr, id: &str) -> Option<RecordingBackend> {
+        let id = id.to_string();
+        Self::start_on(addr, move |r| ok(&format!("{id} {}\n", r.target())))
+    }
+
     fn start_mode(mode: BodyMode, handler: Arc<Handler>) -> RecordingBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("backend bind");
+        Self::serve(TcpListener::bind("127.0.0.1:0").expect("backend bind"), mode, handler)
+    }
+
+    fn serve(listener: TcpListener, mode: BodyMode, handler: Arc<Handler>) -> RecordingBackend {
         let addr = listener.local_addr().expect("backend addr");
         let state = Arc::new(BackendState::default());
         let accepted = Arc::new(AtomicUsize::new(0));
