@@ -281,15 +281,7 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     }
     out.push_str("# HELP ringway_request_duration_seconds Time from a complete request head to the end of the response.\n# TYPE ringway_request_duration_seconds histogram\n");
     if let Some(h) = merged {
-        for le in BUCKETS {
-            let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
-            let _ = writeln!(out, "ringway_request_duration_seconds_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(out, "ringway_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.len());
-        let sum: f64 =
-            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
-        let _ = writeln!(out, "ringway_request_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "ringway_request_duration_seconds_count {}", h.len());
+        histogram(&mut out, "ringway_request_duration_seconds", &h, &BUCKETS, 1e6);
     }
 
     let mut upstream: HashMap<(&str, std::net::SocketAddr, &str), u64> = HashMap::new();
@@ -374,6 +366,20 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     let _ = writeln!(out, "# HELP ringway_config_reloads_total Config reloads by result.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"success\"}} {}\nringway_config_reloads_total{{result=\"failure\"}} {}", g.reloads_ok, g.reloads_failed);
     dns::render(g.dns, &mut out);
     out
+}
+
+/// Writes the bucket, sum and count lines of a histogram in seconds whose
+/// values were recorded in units of `1 / per_second` (1e6: microseconds).
+fn histogram(out: &mut String, name: &str, h: &Histogram<u64>, buckets: &[f64], per_second: f64) {
+    for le in buckets {
+        let n = if h.is_empty() { 0 } else { h.count_between(0, (le * per_second) as u64) };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let sum: f64 =
+        h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / per_second;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {}", h.len());
 }
 
 /// Escapes a label value (backslash, quote, newline).

@@ -2,7 +2,7 @@
 //! they ended), their bytes each way and duration, and connections refused
 //! at their PROXY protocol header.
 
-use super::esc;
+use super::{esc, histogram};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -116,15 +116,7 @@ pub fn render<'a>(counts: impl Iterator<Item = &'a L4Counts>, out: &mut String) 
     }
     out.push_str("# HELP ringway_tcp_connection_duration_seconds TCP-mode connections from accept to close.\n# TYPE ringway_tcp_connection_duration_seconds histogram\n");
     if let Some(h) = duration {
-        for le in BUCKETS {
-            let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e3) as u64) };
-            let _ = writeln!(out, "ringway_tcp_connection_duration_seconds_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(out, "ringway_tcp_connection_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.len());
-        let sum: f64 =
-            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e3;
-        let _ = writeln!(out, "ringway_tcp_connection_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "ringway_tcp_connection_duration_seconds_count {}", h.len());
+        histogram(out, "ringway_tcp_connection_duration_seconds", &h, &BUCKETS, 1e3);
     }
     out.push_str("# HELP ringway_proxy_protocol_refused_total Connections closed at their PROXY protocol header, by reason.\n# TYPE ringway_proxy_protocol_refused_total counter\n");
     let mut rows: Vec<_> = refused.into_iter().collect();

@@ -2,7 +2,7 @@
 //! failures by listener and reason (`tls::failure_reason`, a fixed set),
 //! and handshake latency.
 
-use super::esc;
+use super::{esc, histogram};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -98,14 +98,6 @@ pub fn render<'a>(counts: impl Iterator<Item = &'a TlsCounts>, out: &mut String)
     }
     out.push_str("# HELP ringway_tls_handshake_duration_seconds Time from accept to a completed TLS handshake.\n# TYPE ringway_tls_handshake_duration_seconds histogram\n");
     if let Some(h) = latency {
-        for le in BUCKETS {
-            let n = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
-            let _ = writeln!(out, "ringway_tls_handshake_duration_seconds_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(out, "ringway_tls_handshake_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.len());
-        let sum: f64 =
-            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
-        let _ = writeln!(out, "ringway_tls_handshake_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "ringway_tls_handshake_duration_seconds_count {}", h.len());
+        histogram(out, "ringway_tls_handshake_duration_seconds", &h, &BUCKETS, 1e6);
     }
 }

@@ -2,7 +2,7 @@
 //! at once. They share the rustls session through a `RefCell` that is never
 //! held across a wait: each half borrows it only between socket operations.
 
-use super::stream::{feed, has_plaintext, plain_bytes, take_plaintext, TlsStream};
+use super::stream::{fill, plain_bytes, read_step, ReadStep};
 use crate::io_buf::ConnBuf;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, OwnedReadHalf, OwnedWriteHalf};
@@ -39,31 +39,18 @@ impl TlsReadHalf {
         cancel: Option<CancelHandle>,
     ) -> monoio::BufResult<usize, T> {
         loop {
-            {
-                let mut session = self.session.borrow_mut();
-                match take_plaintext(&mut session, &mut buf) {
-                    Ok(Some(n)) => return (Ok(n), buf),
-                    Ok(None) => {}
+            // The session is borrowed only for the synchronous step, never
+            // across the socket read. What rustls owes the peer goes out
+            // with the write half's next write.
+            let step = read_step(&mut self.session.borrow_mut(), &mut self.cin, &mut buf);
+            match step {
+                ReadStep::Done(r) => return (r, buf),
+                ReadStep::Again => {}
+                ReadStep::NeedBytes => match fill(&mut self.cin, &mut self.tcp, &cancel).await {
+                    Ok(0) => return (Ok(0), buf),
+                    Ok(_) => {}
                     Err(e) => return (Err(e), buf),
-                }
-                if !self.cin.is_empty() {
-                    if let Err(e) = feed(&mut session, &mut self.cin) {
-                        return (Err(e), buf);
-                    }
-                    if has_plaintext(&mut session) || self.cin.is_empty() {
-                        continue;
-                    }
-                }
-            }
-            TlsStream::equip(&mut self.cin);
-            let got = match &cancel {
-                Some(c) => self.cin.fill_cancelable(&mut self.tcp, c.clone()).await,
-                None => self.cin.fill(&mut self.tcp).await,
-            };
-            match got {
-                Ok(0) => return (Ok(0), buf),
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
+                },
             }
         }
     }

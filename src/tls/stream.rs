@@ -166,38 +166,28 @@ impl TlsStream {
         cancel: Option<CancelHandle>,
     ) -> monoio::BufResult<usize, T> {
         loop {
-            match take_plaintext(&mut self.session, &mut buf) {
-                Ok(Some(n)) => return (Ok(n), buf),
-                Ok(None) => {}
-                Err(e) => return (Err(e), buf),
-            }
-            if !self.cin.is_empty() {
-                // Writes during a read are rare (an alert, a key update's
-                // answer): boxed, so every read's future stays small.
-                if let Err(e) = feed(&mut self.session, &mut self.cin) {
-                    let _ = Box::pin(self.flush_out()).await;
-                    return (Err(e), buf);
+            match read_step(&mut self.session, &mut self.cin, &mut buf) {
+                ReadStep::Done(r) => {
+                    if r.is_err() && self.session.wants_write() {
+                        // rustls queued an alert saying why; send it if we can.
+                        let _ = Box::pin(self.flush_out()).await;
+                    }
+                    return (r, buf);
                 }
-                if has_plaintext(&mut self.session) || self.session.wants_write() || self.cin.is_empty() {
-                    // Deliver it, or send what rustls owes the peer before
-                    // waiting for more.
+                ReadStep::Again => {
+                    // Writes during a read are rare (a key update's
+                    // answer): boxed, so every read's future stays small.
                     if self.session.wants_write() {
                         if let Err(e) = Box::pin(self.flush_out()).await {
                             return (Err(e), buf);
                         }
                     }
-                    continue;
                 }
-            }
-            TlsStream::equip(&mut self.cin);
-            let got = match &cancel {
-                Some(c) => self.cin.fill_cancelable(&mut self.tcp, c.clone()).await,
-                None => self.cin.fill(&mut self.tcp).await,
-            };
-            match got {
-                Ok(0) => return (Ok(0), buf),
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
+                ReadStep::NeedBytes => match fill(&mut self.cin, &mut self.tcp, &cancel).await {
+                    Ok(0) => return (Ok(0), buf),
+                    Ok(_) => {}
+                    Err(e) => return (Err(e), buf),
+                },
             }
         }
     }
@@ -224,6 +214,56 @@ impl TlsStream {
         let (r, w) = self.tcp.into_split();
         let session = Rc::new(RefCell::new(self.session));
         (TlsReadHalf::new(r, Rc::clone(&session), self.cin), TlsWriteHalf::new(w, session, self.cout))
+    }
+}
+
+/// What a read does next (see `read_step`).
+pub(super) enum ReadStep {
+    /// Return this: plaintext delivered (`Ok(n)`), the end (`Ok(0)`), or
+    /// a failure.
+    Done(io::Result<usize>),
+    /// Progress was made without plaintext for the caller; look again
+    /// (after sending what rustls owes the peer, where one can).
+    Again,
+    /// Read more ciphertext from the socket first.
+    NeedBytes,
+}
+
+/// The synchronous part of a read, shared by `TlsStream` and its read
+/// half: deliver plaintext if there is some, else decrypt what is
+/// buffered, else ask for bytes.
+pub(super) fn read_step<T: IoBufMut>(session: &mut Connection, cin: &mut ConnBuf, buf: &mut T) -> ReadStep {
+    match take_plaintext(session, buf) {
+        Ok(Some(n)) => return ReadStep::Done(Ok(n)),
+        Ok(None) => {}
+        Err(e) => return ReadStep::Done(Err(e)),
+    }
+    if cin.is_empty() {
+        return ReadStep::NeedBytes;
+    }
+    if let Err(e) = feed(session, cin) {
+        return ReadStep::Done(Err(e));
+    }
+    if has_plaintext(session) || session.wants_write() || cin.is_empty() {
+        ReadStep::Again
+    } else {
+        // A partial record: its rest is still on the way.
+        ReadStep::NeedBytes
+    }
+}
+
+/// One socket read into `cin` (given storage first). `Ok(0)`: the peer
+/// closed the socket, which the caller reports as the end of the stream
+/// (a close without `close_notify` is a TCP close, as for plaintext).
+pub(super) async fn fill<R: CancelableAsyncReadRent>(
+    cin: &mut ConnBuf,
+    tcp: &mut R,
+    cancel: &Option<CancelHandle>,
+) -> io::Result<usize> {
+    TlsStream::equip(cin);
+    match cancel {
+        Some(c) => cin.fill_cancelable(tcp, c.clone()).await,
+        None => cin.fill(tcp).await,
     }
 }
 
