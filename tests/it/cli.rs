@@ -237,16 +237,6 @@ fn each_subcommand_describes_its_own_config_flag() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Kills the demo process on drop.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_runs_the_given_config_with_backends_on_its_loopback_servers() {
     let port = crate::support::ops::free_port();
@@ -254,24 +244,8 @@ fn demo_runs_the_given_config_with_backends_on_its_loopback_servers() {
         "[runtime]\nthreads = 1\n\n[upstreams.web]\nservers = [\"127.0.0.1:{port}\"]\n\n[[listeners]]\nname = \"mine\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"web\" }} ]\n"
     );
     let cfg = TempConfig::new(&text);
-    let mut child = Command::new(bin())
-        .args(["demo", "--config", cfg.0.to_str().expect("utf-8 path")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ringway demo");
-    let lines = line_reader(child.stdout.take().expect("stdout"));
-    let _demo = Running(child);
-    let deadline = Instant::now() + START_TIMEOUT;
-    let addr: std::net::SocketAddr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("demo did not report its listener");
-        if let Some(addr) = line.strip_prefix("ringway listening name=mine addr=") {
-            break addr.trim().parse().expect("listening address");
-        }
-        assert!(!line.contains("name=public"), "the seed config ran instead: {line}");
-    };
+    let demo = crate::support::ops::Demo::start(&cfg.0, "mine");
+    let addr = demo.addr;
     let r = get(addr, "/app1");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), format!("this is app1. App ID = {port}\n"), "answered by the demo backend on {port}");

@@ -237,16 +237,6 @@ fn the_tcp_example_passes_check() {
     assert_eq!(out.status.code(), Some(0), "{said}");
 }
 
-/// Kills the demo process on drop.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_serves_the_tcp_example_over_four_demo_backends_in_turn() {
     // The example as written, on ports no other test takes: the listener
@@ -263,24 +253,8 @@ fn demo_serves_the_tcp_example_over_four_demo_backends_in_turn() {
     }
     let cfg = TempFile(unique_temp_path("tcp-example", ".toml"));
     std::fs::write(&cfg.0, text).expect("write config");
-    let mut child = Command::new(bin())
-        .args(["demo", "--config", cfg.0.to_str().expect("utf-8 path")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ringway demo");
-    let lines = line_reader(child.stdout.take().expect("stdout"));
-    let _demo = Running(child);
-    let deadline = Instant::now() + START_TIMEOUT;
-    let addr: std::net::SocketAddr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("demo did not report its listener");
-        if let Some(rest) = line.strip_prefix("ringway listening name=") {
-            let (_, addr) = rest.split_once(" addr=").expect("listening line");
-            break addr.trim().parse().expect("listening address");
-        }
-    };
+    let demo = crate::support::ops::Demo::start(&cfg.0, "stream");
+    let addr = demo.addr;
     let answered: Vec<u16> = (0..8)
         .map(|_| {
             let r = get(addr, "/");

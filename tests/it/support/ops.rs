@@ -106,3 +106,45 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(self.rotated());
     }
 }
+
+/// A running `ringway demo --config FILE`, killed on drop.
+pub struct Demo {
+    child: std::process::Child,
+    /// The address its listener `name` reported.
+    pub addr: SocketAddr,
+}
+
+impl Demo {
+    /// Starts the demo on `config` and waits for listener `name` to report
+    /// its address (panics if another listener name comes first, i.e. the
+    /// seed config ran instead).
+    pub fn start(config: &Path, name: &str) -> Demo {
+        let mut child = std::process::Command::new(super::bin())
+            .args(["demo", "--config", config.to_str().expect("utf-8 path")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ringway demo");
+        let lines = super::line_reader(child.stdout.take().expect("stdout"));
+        let mut demo = Demo { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)) };
+        let deadline = std::time::Instant::now() + super::START_TIMEOUT;
+        let prefix = format!("ringway listening name={name} addr=");
+        demo.addr = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines.recv_timeout(left).expect("demo did not report its listener");
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                break addr.trim().parse().expect("listening address");
+            }
+            assert!(!line.contains("name=public"), "the seed config ran instead: {line}");
+        };
+        demo
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
