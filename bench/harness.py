@@ -9,6 +9,8 @@ the binaries first. Modes:
     bench/harness.py --tuning   ringway's [runtime] knobs one at a time (scenario a)
     bench/harness.py --tls      TLS listeners: keep-alive, handshakes, streaming, idle (issue 14)
     bench/harness.py --tls --quick   the same, about 1.5 minutes
+    bench/harness.py --tcp      layer 4 (issue 15): 1 GiB streams, connections/s, PROXY headers
+    bench/harness.py --tcp --quick   the same, about a minute
 
 Every process it starts is in its own session and is killed on exit
 (atexit + SIGINT/SIGTERM/SIGHUP handlers); every wait has a deadline.
@@ -37,6 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 RINGWAY = os.path.join(ROOT, "target", "release", "ringway")
 BIGBODY = os.path.join(ROOT, "target", "bench-bigbody", "release", "bigbody")
+# --tcp: the layer-4 load tools (bench/bigbody/src/bin/l4bench.rs, built with bigbody)
+L4BENCH = os.path.join(ROOT, "target", "bench-bigbody", "release", "l4bench")
 WRK_LUA = os.path.join(BENCH, "wrk-report.lua")
 IDLE_PY = os.path.join(BENCH, "idle_memory.py")
 PROXIES = ["ringway", "nginx", "haproxy"]
@@ -46,6 +50,13 @@ PROXIES = ["ringway", "nginx", "haproxy"]
 # handshake), so its "ec" and "ec_resume" listeners are the same; nginx and
 # HAProxy turn tickets and the session cache off on the first two.
 TLS_LISTENERS = {"ec": (2, "ec", False), "rsa": (4, "rsa", False), "ec_resume": (6, "ec", True)}
+# --tcp: every proxy gets these layer-4 listeners: kind -> port offset.
+# "echo": to the echo backend; "pp": to the echo backend that wants a PROXY
+# header (ringway and HAProxy send v2, nginx can only send v1); "stream": to
+# the 1 GiB source/sink. ringway also keeps its HTTP listener on its port and
+# adds one that reads PROXY headers at TCP_HTTP_PP (the keep-alive rows).
+TCP_LISTENERS = {"echo": 3, "pp": 5, "stream": 7}
+TCP_HTTP_PP = 9
 HZ = os.sysconf("SC_CLK_TCK")
 NOFILE = 20000  # set in main() from RLIMIT_NOFILE (children inherit it)
 NCPU = os.cpu_count() or 1
@@ -305,6 +316,16 @@ class RssSampler:
         self.t.join(timeout=2)
 
 
+class NoCounter:
+    ok = False
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return None
+
+
 class ConnectCounter:
     """Counts new TCP connections to the backend ports, whoever makes them.
 
@@ -370,11 +391,21 @@ class ConnectCounter:
 class Proxy:
     name = "?"
 
-    def __init__(self, work, port, workers, pin, backends, big, tls=None):
+    def __init__(self, work, port, workers, pin, backends, big, tls=None, tcp=None):
         self.work, self.port, self.workers, self.pin = work, port, workers, pin
         self.backends, self.big = backends, big
         self.tls = tls  # certificate paths from make_certs(): adds the TLS listeners (TLS_LISTENERS)
+        # --tcp: backend ports {"echo", "pp", "stream", "http"}: a layer-4 config instead (TCP_LISTENERS)
+        self.tcp = tcp
         self.proc = None
+
+    def tcp_port(self, kind):
+        """The layer-4 listener of `kind` ("echo", "pp", "stream"): port + offset."""
+        return self.port + TCP_LISTENERS[kind]
+
+    def ready_port(self):
+        """A port the proxy listens on once it is up."""
+        return self.tcp_port("echo") if self.tcp else self.port
 
     def tls_port(self, kind):
         """The TLS listener of `kind` ("ec", "rsa", "ec_resume"): port + offset."""
@@ -416,6 +447,8 @@ class Ringway(Proxy):
             return str(v)
         servers = ", ".join(f'"127.0.0.1:{p}"' for p in self.backends)
         lines = ["[runtime]"] + [f"{k} = {val(v)}" for k, v in rt.items()]
+        if self.tcp:
+            return "\n".join(lines + [""] + self.tcp_config())
         lines += ["", "[timeouts]", 'client_idle = "120s"', "",
                   "[upstreams.allbackend]", f"servers = [{servers}]", f"keepalive = {self.keepalive}", "",
                   "[upstreams.app1backend]", f'servers = ["127.0.0.1:{self.backends[0]}", "127.0.0.1:{self.backends[1]}"]',
@@ -438,6 +471,26 @@ class Ringway(Proxy):
             lines += [f'tls = {{ certificates = [ {{ cert = "{self.tls[cert]}", key = "{self.tls[cert + "_key"]}" }} ], '
                       'min_version = "1.2" }', ""]
         return "\n".join(lines)
+
+    def tcp_config(self):
+        """--tcp: layer-4 listeners (TCP_LISTENERS), plus the HTTP listener on
+        the port and a PROXY-reading twin of it (the keep-alive rows)."""
+        t = self.tcp
+        lines = ['[timeouts]', 'client_idle = "120s"', "",
+                 "[upstreams.echo]", f'servers = ["127.0.0.1:{t["echo"]}"]', "",
+                 "[upstreams.echo_pp]", f'servers = ["127.0.0.1:{t["pp"]}"]', 'send_proxy_protocol = "v2"', "",
+                 "[upstreams.stream]", f'servers = ["127.0.0.1:{t["stream"]}"]', "",
+                 "[upstreams.allbackend]", f'servers = ["127.0.0.1:{t["http"]}"]', f"keepalive = {self.keepalive}", ""]
+        if self.admin:
+            lines += ["[admin]", f'bind = "127.0.0.1:{self.admin}"', ""]
+        routes = 'routes = [ { prefix = "/", upstream = "allbackend" } ]'
+        lines += ["[[listeners]]", 'name = "public"', f'bind = "127.0.0.1:{self.port}"', routes, "",
+                  "[[listeners]]", 'name = "public_pp"', f'bind = "127.0.0.1:{self.port + TCP_HTTP_PP}"',
+                  "proxy_protocol = true", 'trusted = ["127.0.0.1"]', routes, ""]
+        for kind, up in (("echo", "echo"), ("pp", "echo_pp"), ("stream", "stream")):
+            lines += ["[[listeners]]", f'name = "l4_{kind}"', f'bind = "127.0.0.1:{self.tcp_port(kind)}"',
+                      'mode = "tcp"', f'upstream = "{up}"', ""]
+        return lines
 
     def start(self):
         path = os.path.join(self.work, f"{self.label}-{self.port}.toml")
@@ -469,10 +522,62 @@ class Ringway(Proxy):
         return conn, req
 
 
+def nginx_stream_module():
+    """The `load_module` line nginx needs for `stream {}` ("" when it is
+    built in), or None when this nginx has no stream module at all (Debian:
+    apt-get install libnginx-mod-stream)."""
+    try:
+        r = subprocess.run(["nginx", "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    v = r.stdout + r.stderr
+    if not re.search(r"--with-stream(=dynamic)?(\s|$)", v):
+        return None
+    if "--with-stream=dynamic" not in v:
+        return ""
+    m = re.search(r"--modules-path=(\S+)", v)
+    for d in ([m.group(1)] if m else []) + ["/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/etc/nginx/modules"]:
+        so = os.path.join(d, "ngx_stream_module.so")
+        if os.path.exists(so):
+            return f"load_module {so};"
+    return None
+
+
 class Nginx(Proxy):
     name = "nginx"
+    # --tcp: nginx stream's relay buffer per direction (its default is 16k;
+    # ringway's is 64 KiB); None keeps nginx's. Set in main() from --l4-buffer.
+    stream_buffer = "64k"
+
+    def tcp_config(self, idle_conns):
+        t = self.tcp
+        listen = lambda kind: f"listen 127.0.0.1:{self.tcp_port(kind)} reuseport backlog=4096;"
+        return f"""# generated by bench/harness.py (--tcp)
+{nginx_stream_module() or ""}
+worker_processes {self.workers};
+worker_rlimit_nofile {NOFILE};
+daemon off;
+master_process on;
+pid {self.work}/nginx-{self.port}.pid;
+error_log {self.work}/nginx-{self.port}.err warn;
+events {{ worker_connections {max(idle_conns + 1000, 4096)}; }}
+stream {{
+  {f"proxy_buffer_size {self.stream_buffer};" if self.stream_buffer else "# proxy_buffer_size: the default"}
+  # pass a client's half-close on and wait for the backend's, as ringway
+  # and HAProxy do (nginx's default closes both sides at the first EOF)
+  proxy_half_close on;
+  upstream echo {{ server 127.0.0.1:{t["echo"]}; }}
+  upstream echo_pp {{ server 127.0.0.1:{t["pp"]}; }}
+  upstream stream {{ server 127.0.0.1:{t["stream"]}; }}
+  server {{ {listen("echo")} proxy_pass echo; }}
+  server {{ {listen("pp")} proxy_pass echo_pp; proxy_protocol on; }}
+  server {{ {listen("stream")} proxy_pass stream; }}
+}}
+"""
 
     def config(self, idle_conns):
+        if self.tcp:
+            return self.tcp_config(idle_conns)
         # nginx's `keepalive N` is per worker per upstream block, ringway's per
         # worker per server: 32 per server means 32 x servers here.
         ups = lambda ports: " ".join(f"server 127.0.0.1:{p};" for p in ports) + (
@@ -528,7 +633,7 @@ http {{
             raise RuntimeError(f"nginx -t failed: {r.stderr}")
         self.proc = spawn(["nginx", "-c", path, "-p", self.work], cpus=self.cpus(),
                           out=os.path.join(self.work, f"nginx-{self.port}.log"))
-        wait_port(self.port, self.proc)
+        wait_port(self.ready_port(), self.proc)
         deadline = time.time() + 5
         while len(children_of(self.proc.pid)) < self.workers and time.time() < deadline:
             time.sleep(0.05)
@@ -536,8 +641,35 @@ http {{
 
 class Haproxy(Proxy):
     name = "haproxy"
+    # --tcp: tune.bufsize, as nginx's stream_buffer; None keeps HAProxy's 16k.
+    tcp_bufsize = "64k"
+
+    def tcp_config(self, idle_conns):
+        t = self.tcp
+        fe = lambda kind, be: (f"frontend l4_{kind}\n  bind 127.0.0.1:{self.tcp_port(kind)} backlog 4096\n"
+                               f"  default_backend {be}\n")
+        return f"""# generated by bench/harness.py (--tcp)
+global
+  nbthread {self.workers}
+  ulimit-n {NOFILE}
+  no strict-limits
+  maxconn {max(idle_conns + 500, 4096)}{f"{chr(10)}  tune.bufsize {size_bytes(self.tcp_bufsize)}" if self.tcp_bufsize else ""}
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 120s
+  timeout server 120s
+{fe("echo", "echo")}{fe("pp", "echo_pp")}{fe("stream", "stream")}backend echo
+  server e0 127.0.0.1:{t["echo"]}
+backend echo_pp
+  server p0 127.0.0.1:{t["pp"]} send-proxy-v2
+backend stream
+  server s0 127.0.0.1:{t["stream"]}
+"""
 
     def config(self, idle_conns):
+        if self.tcp:
+            return self.tcp_config(idle_conns)
         srv = lambda ports, pre: "\n".join(f"  server {pre}{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
         tls_global = tls_binds = ""
         if self.tls:
@@ -593,7 +725,7 @@ backend big
             raise RuntimeError(f"haproxy -c failed: {r.stdout}{r.stderr}")
         self.proc = spawn(["haproxy", "-db", "-f", path], cpus=self.cpus(),
                           out=os.path.join(self.work, f"haproxy-{self.port}.log"))
-        wait_port(self.port, self.proc)
+        wait_port(self.ready_port(), self.proc)
 
 
 # ---------------------------------------------------------------- load generators
@@ -800,6 +932,84 @@ def hs_client(port, dur, cpus, resume, threads=8):
     return {"requests": d["ok"], "rps": d["ok"] / d["secs"], "errors": d["err"], "MBps": None,
             "extra": {"resumed_frac": round(d["reused"] / n, 4) if n else None}}
 
+
+# ---- --tcp (issue 15): bench/bigbody/src/bin/l4bench.rs drives the load
+
+def l4bench(args, timeout, cpus):
+    r = run([L4BENCH] + args, timeout=timeout, cpus=cpus)
+    m = re.search(r"L4JSON (\{.*\})", r.stdout)
+    if not m:
+        raise RuntimeError(f"l4bench {args[0]} gave no result: {r.stdout[-300:]} {r.stderr[-300:]}")
+    return json.loads(m.group(1))
+
+
+def l4_stream(port, nbytes, direction, cpus):
+    """One connection: `download` (the backend sends, the client discards
+    with MSG_TRUNC) or `upload` (the client sends with sendfile, the backend
+    discards). No copy in user space on the load side."""
+    d = l4bench(["stream", "--port", str(port), "--bytes", str(nbytes), "--dir", "down" if direction == "download" else "up"],
+                300, cpus)
+    ok = bool(d["ok"])
+    if not ok:
+        log(f"  stream failed: {d['error']}")
+    return {"requests": 1 if ok else 0, "rps": None, "errors": 0 if ok else 1,
+            "MBps": nbytes / d["secs"] / 1e6 if ok and d["secs"] else None, "seconds": d["secs"]}
+
+
+def l4_conns(port, threads, dur, cpus):
+    """Closed loop, `threads` clients: connect, send 100 bytes, read them
+    back, close. One request = one connection."""
+    d = l4bench(["conns", "--port", str(port), "--threads", str(threads), "--secs", str(dur)], dur + 60, cpus)
+    if d["why"]:
+        log(f"  l4bench conns errors: {d['why']}")
+    return {"requests": d["ok"], "rps": d["ok"] / d["secs"], "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
+            "p999_ms": d["p999_ms"], "errors": d["err"], "MBps": None, "seconds": d["secs"]}
+
+
+def l4_http(port, conns, dur, cpus, proxy=None):
+    """Keep-alive `GET /` in a closed loop on `conns` connections; with
+    `proxy` ("v1"/"v2") each connection starts with a PROXY header."""
+    d = l4bench(["http", "--port", str(port), "--conns", str(conns), "--secs", str(dur)]
+                + (["--proxy", proxy] if proxy else []), dur + 60, cpus)
+    if d["why"]:
+        log(f"  l4bench http errors: {d['why']}")
+    return {"requests": d["ok"], "rps": d["ok"] / d["secs"], "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
+            "p999_ms": d["p999_ms"], "errors": d["err"], "MBps": None, "seconds": d["secs"]}
+
+
+def cpu_times():
+    """Per CPU: (all jiffies, idle + iowait jiffies) from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                v = [int(x) for x in parts[1:9]]
+                out[int(parts[0][3:])] = (sum(v), v[3] + v[4])
+    return out
+
+
+def with_core_load(load, backend_pids):
+    """Wraps a load so that its result says how long it ran, how busy each
+    CPU was (all processes, from /proc/stat: other work on the machine
+    counts too) and how much CPU the load itself took: the client (a child
+    of this process, reaped by run()) and the backends."""
+    def run_it():
+        c0, k0, b0 = cpu_times(), os.times(), cpu_ticks(backend_pids)
+        res = load()
+        c1, k1, b1 = cpu_times(), os.times(), cpu_ticks(backend_pids)
+        extra = res.setdefault("extra", {})
+        for cpu in (0, 1):
+            if cpu in c0 and cpu in c1 and c1[cpu][0] > c0[cpu][0]:
+                tot, idle = c1[cpu][0] - c0[cpu][0], c1[cpu][1] - c0[cpu][1]
+                extra[f"cpu{cpu}_busy"] = round(1 - idle / tot, 3)
+        extra["wall_s"] = res.get("seconds")
+        load_s = (k1.children_user + k1.children_system - k0.children_user - k0.children_system) + (b1 - b0) / HZ
+        if res.get("seconds"):
+            extra["load_busy"] = round(load_s / res["seconds"], 3)
+        return res
+    return run_it
+
 # ---------------------------------------------------------------- the bench
 
 class Bench:
@@ -814,7 +1024,10 @@ class Bench:
         self.rows = []
         self.notes = []
         self.backend_procs = []
-        self.counter = ConnectCounter(self.base + 1, self.base + 5)
+        # --tcp: every client connection is one upstream connect by design;
+        # no perf counting there.
+        self.counter = ConnectCounter(self.base + 1, self.base + 5) if not args.tcp else NoCounter()
+        self.tcp_backends = {"http": self.base + 1, "echo": self.base + 6, "pp": self.base + 7, "stream": self.base + 8}
         self.stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.certs = make_certs(self.work) if args.tls else None
         self.probed = set()
@@ -1054,6 +1267,104 @@ class Bench:
                     p.stop()
         self.stop_backends()
 
+    # -- layer 4 (--tcp, issue 15)
+    def tcp_phase(self):
+        """Layer-4 listeners, 1 worker on CPU 0; load and backends on CPU 1:
+        1 GiB streams (s), connections/s (c), the same with a PROXY header to
+        the backend (p), and ringway's keep-alive HTTP with and without a
+        PROXY header from the client (h)."""
+        a = self.args
+        workers, lg = 1, "1"
+        t = self.tcp_backends
+        procs = [(t["echo"], spawn([L4BENCH, "echo", "--port", str(t["echo"])], cpus=lg)),
+                 (t["pp"], spawn([L4BENCH, "echo", "--port", str(t["pp"]), "--proxy-protocol"], cpus=lg)),
+                 (t["stream"], spawn([L4BENCH, "stream-server", "--port", str(t["stream"])], cpus=lg)),
+                 (t["http"], spawn([RINGWAY, "backend", "--port", str(t["http"])], cpus=lg))]
+        self.backend_procs = [p for _, p in procs]
+        for port, proc in procs:
+            wait_port(port, proc)
+        bpids = [p.pid for p in self.backend_procs]
+        proxies = {}
+        try:
+            for name in a.proxies:
+                cls = {"ringway": Ringway, "nginx": Nginx, "haproxy": Haproxy}[name]
+                port = {"ringway": 10, "nginx": 20, "haproxy": 30}[name] + self.base
+                kw = {"admin": self.base + 11} if name == "ringway" else {}
+                p = cls(self.work, port, workers, True, self.backends, self.big, tcp=t, **kw)
+                p.start(4096) if name != "ringway" else p.start()
+                proxies[name] = p
+                self.tcp_sanity(p)
+
+            def post(row):
+                if row.get("wall_s"):
+                    row["proxy_busy"] = round(row["cpu_s"] / row["wall_s"], 3)
+                return row
+            if "s" in a.only:
+                log(f"(s) layer 4: {human(a.stream_bytes)} in one connection, download and upload, {a.rounds} round(s)")
+                for rnd in range(a.rounds):
+                    for name in self.order(rnd):
+                        p = proxies[name]
+                        for d in ("download", "upload"):
+                            row = post(self.measure(p, "l4_stream", d, workers, rnd, with_core_load(
+                                lambda: l4_stream(p.tcp_port("stream"), a.stream_bytes, d, lg), bpids)))
+                            if row["requests"]:
+                                row["cpu_s_per_gib"] = round(row["cpu_s"] / (a.stream_bytes / (1 << 30)), 3)
+            for letter, kind, suffix in (("c", "echo", ""), ("p", "pp", " + PROXY")):
+                if letter not in a.only:
+                    continue
+                variant = f"100 B c{a.l4_threads}{suffix}"
+                log(f"(c) layer 4: connect, 100 bytes each way, close; {a.l4_threads} client threads, {a.dur_l4}s, "
+                    f"{a.rounds} round(s){', PROXY header to the backend' if suffix else ''}")
+                for rnd in range(a.rounds):
+                    for name in self.order(rnd + (1 if suffix else 0)):
+                        p = proxies[name]
+                        port = p.tcp_port(kind)
+                        l4_conns(port, a.l4_threads, a.warmup, lg)
+                        post(self.measure(p, "l4_conn", variant, workers, rnd, with_core_load(
+                            lambda: l4_conns(port, a.l4_threads, a.dur_l4, lg), bpids)))
+            if "h" in a.only and "ringway" in proxies:
+                p = proxies["ringway"]
+                log(f"(h) ringway HTTP keep-alive, {a.http_conns} connections, with and without a PROXY v2 header "
+                    f"from the client, {a.dur_l4}s, {a.rounds} round(s)")
+                for rnd in range(a.rounds):
+                    for variant, port, pp in ((f"keep-alive c{a.http_conns}", p.port, None),
+                                              (f"keep-alive c{a.http_conns} + PROXY v2", p.port + TCP_HTTP_PP, "v2"))[::1 - 2 * (rnd % 2)]:
+                        l4_http(port, a.http_conns, a.warmup, lg, pp)
+                        post(self.measure(p, "l4_http", variant, workers, rnd, with_core_load(
+                            lambda: l4_http(port, a.http_conns, a.dur_l4, lg, pp), bpids)))
+        finally:
+            for p in proxies.values():
+                p.stop()
+            self.stop_backends()
+
+    def tcp_sanity(self, p):
+        """The same bytes come back through every layer-4 listener; a 1 MiB
+        stream passes both ways; ringway's HTTP listeners answer."""
+        msg = bytes(range(256)) * 4
+        for kind in ("echo", "pp"):
+            with socket.create_connection(("127.0.0.1", p.tcp_port(kind)), timeout=5) as s:
+                s.sendall(msg)
+                s.shutdown(socket.SHUT_WR)
+                back = b""
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    back += b
+            if back != msg:
+                raise RuntimeError(f"{p.name}: layer-4 sanity check failed on `{kind}`: {len(back)} bytes back of {len(msg)}")
+        for d in ("download", "upload"):
+            r = l4_stream(p.tcp_port("stream"), 1 << 20, d, None)
+            if r["errors"]:
+                raise RuntimeError(f"{p.name}: layer-4 {d} sanity check failed")
+        if p.name == "ringway":
+            st, body = http_get(p.port, "/")
+            if st != 200 or b"App ID" not in body:
+                raise RuntimeError(f"ringway: HTTP sanity check failed: {st} {body[:60]!r}")
+            r = l4_http(p.port + TCP_HTTP_PP, 1, 0.2, None, "v2")
+            if r["errors"] or not r["requests"]:
+                raise RuntimeError("ringway: HTTP with a PROXY v2 header failed")
+
     def make_one(self, name, workers, pin, idle_conns):
         cls = {"ringway": Ringway, "nginx": Nginx, "haproxy": Haproxy}[name]
         port = {"ringway": 10, "nginx": 20, "haproxy": 30}[name] + self.base
@@ -1125,6 +1436,7 @@ class Bench:
     # -- output
     def write(self):
         outdir = os.path.join(BENCH, "results", self.stamp + ("-tls" if self.args.tls else "")
+                              + ("-tcp" if self.args.tcp else "")
                               + ("-quick" if self.args.quick else "") + ("-tuning" if self.args.tuning else ""))
         os.makedirs(outdir, exist_ok=True)
         keys = []
@@ -1143,7 +1455,7 @@ class Bench:
             json.dump({"machine": machine, "args": vars(self.args), "notes": self.notes,
                        "rows": self.rows, "summary": summary}, f, indent=1, default=str)
         latest = os.path.join(BENCH, "results", "latest" + ("-tuning" if self.args.tuning else "")
-                              + ("-tls" if self.args.tls else ""))
+                              + ("-tls" if self.args.tls else "") + ("-tcp" if self.args.tcp else ""))
         if os.path.islink(latest) or os.path.exists(latest):
             os.remove(latest)
         os.symlink(os.path.basename(outdir), latest)
@@ -1160,6 +1472,14 @@ def fmt(v, nd=2):
     return str(v)
 
 
+def size_bytes(text):
+    """"64k" -> 65536 (nginx's size syntax, for HAProxy's byte counts)."""
+    m = re.fullmatch(r"(\d+)([kKmM]?)", text.strip())
+    if not m:
+        raise SystemExit(f"bad size {text!r}: use e.g. 16k or 65536")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20}[m.group(2).lower()]
+
+
 def human(n):
     for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= k and n % k == 0:
@@ -1169,7 +1489,7 @@ def human(n):
 
 METRICS = ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "peak_rss_kib", "rss_growth_kib",
            "connects_per_req", "metrics_connects_per_req", "MBps", "bytes_per_conn", "offered_rps",
-           "req_per_cpu_s", "resumed_frac"]
+           "req_per_cpu_s", "resumed_frac", "cpu_s_per_gib", "proxy_busy", "cpu0_busy", "cpu1_busy", "load_busy"]
 
 
 def aggregate(rows):
@@ -1195,7 +1515,8 @@ def aggregate(rows):
             for m in ("rps", "cpu_us_per_req"):
                 s[m + "_vs_default"] = round(s[m] / d[m], 3) if d and s.get(m) and d.get(m) else None
     order = {"a_cpu": 0, "b_open": 1, "c_mix": 2, "d_stream": 3, "e_idle": 4, "tuning": 5,
-             "t_keepalive": 6, "t_conn": 7, "t_stream": 8, "t_idle": 9}
+             "t_keepalive": 6, "t_conn": 7, "t_stream": 8, "t_idle": 9,
+             "l4_stream": 10, "l4_conn": 11, "l4_http": 12}
     first = {}
     for i, r in enumerate(rows):
         first.setdefault((r["scenario"], r["variant"]), i)
@@ -1476,6 +1797,123 @@ def tls_report(summary, machine, args, notes, outdir):
     return text, text + "\nPer proxy (medians):\n\n" + table(summary) + "\n"
 
 
+# ---------------------------------------------------------------- layer-4 report (--tcp)
+
+# (scenario, [(metric label, summary key, format, ratio wanted)])
+TCP_SPEC = [
+    ("l4_stream", [("MB/s", "MBps", "{:,.0f}", True), ("proxy CPU s/GiB", "cpu_s_per_gib", "{:.2f}", True),
+                   ("RSS growth MiB", "rss_growth_mib", "{:.1f}", False), ("proxy core busy", "proxy_busy", "{:.0%}", False),
+                   ("load CPU busy", "load_busy", "{:.0%}", False), ("CPU 0 busy (all)", "cpu0_busy", "{:.0%}", False)]),
+    ("l4_conn", [("conn/s", "rps", "{:,.0f}", True), ("proxy CPU µs/conn", "cpu_us_per_req", "{:.1f}", True),
+                 ("p99 ms", "p99_ms", "{:.2f}", False), ("proxy core busy", "proxy_busy", "{:.0%}", False),
+                 ("load CPU busy", "load_busy", "{:.0%}", False), ("CPU 0 busy (all)", "cpu0_busy", "{:.0%}", False)]),
+    ("l4_http", [("req/s", "rps", "{:,.0f}", False), ("proxy CPU µs/req", "cpu_us_per_req", "{:.2f}", False),
+                 ("proxy core busy", "proxy_busy", "{:.0%}", False), ("CPU 0 busy (all)", "cpu0_busy", "{:.0%}", False)]),
+]
+TCP_LABEL = {"l4_stream": "stream", "l4_conn": "conn/exchange", "l4_http": "HTTP (ringway)"}
+
+
+def tcp_table(summary, proxies):
+    """Like tls_table: one line per (scenario, variant, metric)."""
+    others = [p for p in ("nginx", "haproxy") if p in proxies]
+    hdr = ["scenario", "variant", "metric"] + proxies + [f"ringway/{p}" for p in others] + ["errors"]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for sc, metrics in TCP_SPEC:
+        keys = []
+        for s in summary:
+            if s["scenario"] == sc and s["variant"] not in keys:
+                keys.append(s["variant"])
+        for var in keys:
+            rows = {p: pick(summary, sc, var, 1, p) for p in proxies}
+            for s in rows.values():
+                if s is not None:
+                    s["rss_growth_mib"] = s["rss_growth_kib"] / 1024 if s.get("rss_growth_kib") is not None else None
+            errs = ", ".join(f"{p} {rows[p]['errors']}" for p in proxies if rows[p] and rows[p]["errors"]) or "0"
+            for label, key, f, want_ratio in metrics:
+                vals = {p: (rows[p] or {}).get(key) for p in proxies}
+                if all(v is None for v in vals.values()):
+                    continue
+                cells = [f.format(vals[p]) if vals[p] is not None else "-" for p in proxies]
+                rw = vals.get("ringway")
+                ratios = [f"{rw / vals[p]:.2f}" if want_ratio and rw and vals[p] else "-" for p in others]
+                lines.append("| " + " | ".join([TCP_LABEL[sc], var, label] + cells + ratios + [errs]) + " |")
+    return "\n".join(lines)
+
+
+def tcp_targets(summary, args):
+    """Issue 15's targets: list of (target, verdict, numbers)."""
+    out = []
+    for v in ("download", "upload"):
+        rw, ng = pick(summary, "l4_stream", v, 1, "ringway"), pick(summary, "l4_stream", v, 1, "nginx")
+        if not (rw and ng and rw["MBps"] and ng["MBps"]):
+            if rw:
+                out.append((f"layer 4, {human(args.stream_bytes)} {v}", "not met (failed)", f"errors {rw['errors']}"))
+            continue
+        ratio, growth = rw["MBps"] / ng["MBps"], (rw["rss_growth_kib"] or 0) / 1024
+        out.append((f"layer 4, {human(args.stream_bytes)} {v} ≥ 0.9× nginx stream throughput, RSS growth < 32 MiB",
+                    "met" if ratio >= 0.9 and growth < 32 else "not met",
+                    f"{rw['MBps']:,.0f} vs {ng['MBps']:,.0f} MB/s = {ratio:.2f}×; proxy CPU "
+                    f"{fmt(rw['cpu_s_per_gib'])} vs {fmt(ng['cpu_s_per_gib'])} s/GiB; ringway RSS +{growth:.1f} MiB "
+                    f"(nginx +{(ng['rss_growth_kib'] or 0) / 1024:.1f})"))
+    busy = lambda x: f"{x['proxy_busy']:.0%}" if x.get("proxy_busy") is not None else "?"
+    for var in [s["variant"] for s in summary if s["scenario"] == "l4_conn" and s["proxy"] == "ringway"]:
+        rw, ng = pick(summary, "l4_conn", var, 1, "ringway"), pick(summary, "l4_conn", var, 1, "nginx")
+        if not (rw and ng and rw["rps"] and ng["rps"]):
+            continue
+        numbers = (f"{rw['rps']:,.0f} vs {ng['rps']:,.0f} conn/s = {rw['rps'] / ng['rps']:.2f}×; proxy CPU "
+                   f"{fmt(rw['cpu_us_per_req'], 1)} vs {fmt(ng['cpu_us_per_req'], 1)} µs/conn = "
+                   f"{fmt(rw['cpu_us_per_req_vs_nginx'])}×; proxy core busy {busy(rw)} vs {busy(ng)}")
+        if "PROXY" in var:
+            base = pick(summary, "l4_conn", var.replace(" + PROXY", ""), 1, "ringway")
+            if base and base["cpu_us_per_req"] and rw["cpu_us_per_req"]:
+                numbers += (f"; ringway with the header / without: {rw['cpu_us_per_req'] / base['cpu_us_per_req']:.2f}× CPU, "
+                            f"{rw['rps'] / base['rps']:.2f}× conn/s")
+            out.append((f"layer 4, {var} (ringway, HAProxy: v2; nginx: v1) (no target)", "reported", numbers))
+        else:
+            out.append((f"layer 4 connections/s ≥ nginx stream, {var}", "met" if rw["rps"] >= ng["rps"] else "not met", numbers))
+    http = [s for s in summary if s["scenario"] == "l4_http" and s["proxy"] == "ringway"]
+    plain = next((s for s in http if "PROXY" not in s["variant"]), None)
+    pp = next((s for s in http if "PROXY" in s["variant"]), None)
+    if plain and pp and plain["cpu_us_per_req"] and pp["cpu_us_per_req"]:
+        out.append(("ringway HTTP keep-alive: a PROXY v2 header per connection costs nothing per request (no target)",
+                    "reported", f"{pp['cpu_us_per_req']:.2f} vs {plain['cpu_us_per_req']:.2f} µs/request = "
+                    f"{pp['cpu_us_per_req'] / plain['cpu_us_per_req']:.2f}×; req/s {pp['rps']:,.0f} vs {plain['rps']:,.0f}"))
+    return out
+
+
+def tcp_report(summary, machine, args, notes, outdir):
+    """(text for the docs and the terminal, text for summary.md)."""
+    tg = tcp_targets(summary, args)
+    lines = [f"Run {machine['date']} on {machine['nproc']} cores ({machine['cpu']}), {machine['mem_gib']} GiB, "
+             f"Linux {machine['kernel']}; ringway {machine['ringway_commit']}, {machine['nginx']} (stream module), "
+             f"{machine['haproxy'].split(' - ')[0]}.",
+             f"Command: `bench/run.sh {' '.join(args.argv)}`".rstrip() + ". Raw results: `" + os.path.relpath(outdir, ROOT) + "/`.", "",
+             "One worker: the proxy pinned to CPU 0, the load (`l4bench`) and the backends pinned to CPU 1. "
+             f"Values are medians over {args.rounds} round(s). stream: {human(args.stream_bytes)} in one connection "
+             "(the backend sends with sendfile and the client discards with MSG_TRUNC, or the other way round); "
+             "proxy CPU s/GiB = CPU seconds of the proxy's processes per GiB relayed. conn/exchange: "
+             f"{args.l4_threads} client threads in a closed loop, each connection sends 100 bytes, reads them back "
+             f"from the echo backend and closes, {args.dur_l4} s; proxy CPU µs/conn = the proxy's CPU time per "
+             "completed connection. \"+ PROXY\": the proxy starts each backend connection with a PROXY header "
+             "(ringway `send_proxy_protocol = \"v2\"`, HAProxy `send-proxy-v2`, nginx `proxy_protocol on`, which "
+             "sends v1). HTTP (ringway): keep-alive `GET /` on "
+             f"{args.http_conns} connections, the second variant on a `proxy_protocol = true` listener with a PROXY "
+             "v2 header at the start of each connection. proxy core busy = the proxy's CPU time / wall time; "
+             f"load CPU busy = CPU time of the client and the backends (pinned to CPU 1) / wall time; CPU 0 busy = "
+             "all of CPU 0, whoever used it (/proc/stat). Relay buffers: ringway 64 KiB per direction; "
+             + (f"nginx `proxy_buffer_size {Nginx.stream_buffer}`, HAProxy `tune.bufsize {size_bytes(Haproxy.tcp_bufsize)}` "
+                "(`--l4-buffer`)." if Nginx.stream_buffer else "nginx and HAProxy at their defaults (16k)."), "",
+             tcp_table(summary, args.proxies), ""]
+    if tg:
+        lines += ["Issue 15 targets:", "", "| target | verdict | numbers |", "|---|---|---|"]
+        lines += [f"| {t} | **{v}** | {n} |" for t, v, n in tg]
+        lines.append("")
+    if notes:
+        lines += ["Notes from this run:", ""] + [f"- {n}" for n in notes] + [""]
+    text = "\n".join(lines)
+    return text, text + "\nPer proxy (medians):\n\n" + table(summary) + "\n"
+
+
 def machine_info():
     model = "?"
     try:
@@ -1626,19 +2064,31 @@ def main():
     ap.add_argument("--tls", action="store_true",
                     help="TLS listeners (issue 14): keep-alive, handshakes, streaming, idle connections; with --quick "
                          "about 1.5 minutes")
+    ap.add_argument("--tcp", action="store_true",
+                    help="layer 4 (issue 15), 1 worker: 1 GiB streams, connections/s with a 100-byte exchange, the same "
+                         "with a PROXY header to the backend, ringway's HTTP keep-alive with and without a PROXY header; "
+                         "about 4 minutes, with --quick about a minute")
+    ap.add_argument("--l4-threads", type=int, default=50, help="--tcp: client threads of the connections/s rows (default 50)")
+    ap.add_argument("--l4-buffer", default="64k",
+                    help="--tcp: nginx stream's proxy_buffer_size and HAProxy's tune.bufsize (default 64k, ringway's relay "
+                         "buffer; \"default\": each one's own default, 16k)")
     ap.add_argument("--base-port", type=int, default=int(os.environ.get("BENCH_BASE_PORT", "21000")))
     ap.add_argument("--proxies", default="ringway,nginx,haproxy")
     ap.add_argument("--workers", default=None, help="comma list, default 1,2 (quick: 1)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory with configs and logs")
     ap.add_argument("--only", default=None, help="scenarios to run, e.g. --only ae (b needs a); "
-                    "with --tls: k (keep-alive), h (handshakes), s (streaming), i (idle); default all")
+                    "with --tls: k (keep-alive), h (handshakes), s (streaming), i (idle); "
+                    "with --tcp: s (streams), c (connections/s), p (the same with a PROXY header), h (HTTP + PROXY); "
+                    "default all")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/ (full and tuning runs do by default)")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     args.proxies = [p for p in args.proxies.split(",") if p]
     q = args.quick
-    args.only = args.only or ("khsi" if args.tls else "abcde")
+    if args.tls and args.tcp:
+        raise SystemExit("--tls and --tcp are separate runs")
+    args.only = args.only or ("khsi" if args.tls else "scph" if args.tcp else "abcde")
     args.workers = [int(w) for w in (args.workers or ("1" if q or args.tuning else "1,2")).split(",")]
     # (a) decides target 1; round-to-round spread on a shared 2-core machine
     # is about ±10 %, so the full run takes the median of 5.
@@ -1666,6 +2116,16 @@ def main():
         args.hs_workers = [min(args.workers)]
         args.hs_threads = 8
         args.stream_bytes = (256 << 20) if q else (1 << 30)
+    if args.tcp:
+        # 5 rounds in a full run (about 4 minutes: other work on a shared
+        # 2-core machine moves single rounds by ±30 %), 1 in --quick (about a
+        # minute); 1 GiB streams in both (about 2 seconds each).
+        args.workers = [1]
+        args.dur_l4 = 3 if q else 4
+        args.stream_bytes = 1 << 30
+        args.http_conns = 50
+        args.idle_conns = 0
+        Nginx.stream_buffer = Haproxy.tcp_bufsize = None if args.l4_buffer == "default" else args.l4_buffer
     if args.warmup < 1:
         args.warmup = 1  # wrk takes whole seconds
 
@@ -1682,7 +2142,7 @@ def main():
         args.idle_conns = max(0, soft - 1100)
         log(f"note: RLIMIT_NOFILE is {soft}; idle connections reduced to {args.idle_conns}")
 
-    for exe in (RINGWAY, BIGBODY):
+    for exe in (RINGWAY, L4BENCH if args.tcp else BIGBODY):
         if not os.access(exe, os.X_OK):
             raise SystemExit(f"missing {exe}: run bench/run.sh (it builds it)")
     pre_notes = []
@@ -1693,6 +2153,10 @@ def main():
             args.proxies.remove("haproxy")
             pre_notes.append("HAProxy skipped: its build has no SSL (`haproxy -vv` shows no OpenSSL)")
             log("note: " + pre_notes[-1])
+    if args.tcp and "nginx" in args.proxies and nginx_stream_module() is None:
+        args.proxies.remove("nginx")
+        pre_notes.append("nginx skipped: no stream module (Debian: apt-get install libnginx-mod-stream); no ratios to nginx")
+        log("note: " + pre_notes[-1])
     b = Bench(args)
     b.notes += pre_notes
     if args.tuning:
@@ -1701,10 +2165,15 @@ def main():
         ports = [b.base + i for i in (1, 2, 3, 4, 5, 10, 11, 20, 30)]
     if args.tls:
         ports += [b.base + base + off for base in (10, 20, 30) for off, _, _ in TLS_LISTENERS.values()]
+    if args.tcp:
+        ports = [b.base + i for i in (1, 6, 7, 8, 10, 11, 10 + TCP_HTTP_PP)]
+        ports += [b.base + base + off for base in (10, 20, 30) for off in TCP_LISTENERS.values()]
     b.check_ports(ports)
     if NCPU < 2:
         b.notes.append("fewer than 2 CPUs: pinning to CPU 1 impossible; results meaningless")
-    if b.counter.ok:
+    if args.tcp:
+        pass
+    elif b.counter.ok:
         b.notes.append("upstream connects counted with `perf stat -a -e sock:inet_sock_set_state` "
                        "(newstate SYN_SENT, backend ports) for every proxy; ringway's /metrics shown as cross-check in the JSON")
     else:
@@ -1714,6 +2183,9 @@ def main():
     try:
         if args.tuning:
             b.tuning()
+        elif args.tcp:
+            log("=== layer 4, 1 worker (proxy on CPU 0, load + backends on CPU 1)")
+            b.tcp_phase()
         else:
             for w in args.workers:
                 log(f"=== {w} worker(s) {'(proxy on CPU 0, load + backends on CPU 1)' if w == 1 else '(unpinned)'}"
@@ -1723,7 +2195,9 @@ def main():
         cleanup()
     load1 = open("/proc/loadavg").read().split()[:3]
     b.notes.append(f"load average (1/5/15 min) at start {' '.join(load0)}, at end {' '.join(load1)} "
-                   f"(the harness itself keeps about 2 busy; more means other work shared the machine)")
+                   + ("(the client's threads count in it here; CPU 0 busy above the proxy's own share is other work on "
+                      "the machine)" if args.tcp else
+                      "(the harness itself keeps about 2 busy; more means other work shared the machine)"))
     outdir, summary, machine = b.write()
     log(f"done in {time.time() - t_start:.0f}s; results in {os.path.relpath(outdir, ROOT)}")
     if args.tuning:
@@ -1736,6 +2210,16 @@ def main():
             f.write(text + "\n")
         if not args.no_docs:
             replace_between(os.path.join(ROOT, "docs", "tuning.md"), "<!-- tuning:start -->", "<!-- tuning:end -->", text)
+        return 0
+    if args.tcp:
+        text, full = tcp_report(summary, machine, args, b.notes, outdir)
+        print(text)
+        with open(os.path.join(outdir, "summary.md"), "w") as f:
+            f.write(full + "\n")
+        log(f"summary with the per-proxy table: {os.path.relpath(os.path.join(outdir, 'summary.md'), ROOT)}")
+        if not q and not args.no_docs:
+            replace_between(os.path.join(ROOT, "docs", "benchmarking.md"), "<!-- bench:tcp:start -->",
+                            "<!-- bench:tcp:end -->", text)
         return 0
     if args.tls:
         text, full = tls_report(summary, machine, args, b.notes, outdir)

@@ -11,9 +11,19 @@
 #                           RSA-2048 certificates, resumed ones), 1 GiB download and upload, idle TLS
 #                           connections; about 7.5 minutes; rewrites docs/benchmarking.md's TLS block
 #   bench/run.sh --tls --quick   the same in about 1.5 minutes (1 worker, 1 round, 256 MiB, 2000 idle)
+#   bench/run.sh --tcp      layer 4 (issue 15), ringway vs nginx stream vs HAProxy mode tcp, 1 worker on
+#                           CPU 0: 1 GiB through one connection each way (MB/s, proxy CPU s/GiB, RSS growth),
+#                           connections/s with a 100-byte exchange each (proxy CPU µs/connection), the same
+#                           with a PROXY header to the backend, and ringway's keep-alive HTTP with and without
+#                           a PROXY header from the client; 5 rounds, about 4 minutes; rewrites
+#                           docs/benchmarking.md's "Layer 4 (issue 15)" block
+#   bench/run.sh --tcp --quick   the same in about a minute (1 round, 3 s per row)
 #   bench/run.sh --help     all options (base port, proxies, workers, rounds)
 #
 # --tls makes its certificates with `openssl req` in the run's temporary directory.
+# --tcp drives the load with bench/bigbody's second binary, l4bench (echo, PROXY-reading echo,
+# sendfile/MSG_TRUNC stream source and sink, and the clients), and needs nginx's stream
+# module (Debian: libnginx-mod-stream, installed here when missing).
 #
 # On a fresh Debian machine it installs what is missing (nginx, haproxy, wrk,
 # curl, openssl, perf via apt-get; oha via cargo install, full non-TLS runs only), builds ringway and the
@@ -46,7 +56,16 @@ if ! have perf; then
 fi
 have cargo || { log "cargo missing: install Rust (https://rustup.rs) first"; exit 1; }
 quick=0
-for arg in "$@"; do case "$arg" in --quick|--tls|--tuning) quick=1;; esac; done
+tcp=0
+for arg in "$@"; do case "$arg" in --quick|--tls|--tuning) quick=1;; --tcp) quick=1; tcp=1;; esac; done
+if [ "$tcp" = 1 ] && ! nginx -V 2>&1 | grep -q -- '--with-stream\( \|$\)' \
+   && ! ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1; then
+  # Debian builds nginx's stream module as a dynamic module of its own package.
+  log "installing libnginx-mod-stream (nginx's stream module, for --tcp)"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y libnginx-mod-stream
+  $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
 if [ "$quick" = 0 ] && ! have oha; then
   # Only the full run's open-loop scenario (b) uses oha.
   log "installing oha for the open-loop scenario: cargo install oha --locked (compiles; about 6 minutes on 2 cores)"
@@ -55,7 +74,7 @@ fi
 
 log "building ringway (release; about 90 s on 2 cores the first time)"
 cargo build --release --quiet
-log "building the bench backend bench/bigbody (release; about 30 s the first time)"
+log "building the bench backend bench/bigbody and its l4bench (release; about 30 s the first time)"
 cargo build --release --quiet --manifest-path bench/bigbody/Cargo.toml --target-dir target/bench-bigbody
 
 exec env PYTHONUTF8=1 python3 bench/harness.py "$@"
