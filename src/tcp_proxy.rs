@@ -59,7 +59,12 @@ pub async fn run(
 ) {
     let config = worker.config();
     let up = Arc::clone(&config.upstreams[upstream]);
-    let local = client.local_addr().unwrap_or(peer);
+    // The address the client connected to matters only to a PROXY header
+    // (a `getsockname` per connection otherwise saved).
+    let local = match up.send_proxy {
+        Some(_) => client.local_addr().unwrap_or(peer),
+        None => peer,
+    };
     let connected = connect_some(&worker, &up, peer, local, config.timeouts.upstream_connect).await;
     let (end, server, relayed) = match connected {
         None => (End::NoServer, None, tunnel::Relayed::default()),
