@@ -5,6 +5,12 @@
 //!
 //! # Lifecycle
 //!
+//! Before the first request, a connection of a listener with a PROXY
+//! header, TLS or `mode = "tcp"` goes through `accept.rs` `serve`: the
+//! PROXY header (`proxy_protocol`, from `trusted` peers), the TLS handshake
+//! (`handshake.rs`), then a `Session` or a TCP relay (`crate::tcp_proxy`).
+//! A plaintext HTTP listener's connections start as a `Session` directly.
+//!
 //! A `Session` holds what lives as long as the connection (the client
 //! stream, its read buffer, reused scratch buffers, the hot/idle wait
 //! state). Each request gets a fresh `RequestState` (`request_state.rs`),
