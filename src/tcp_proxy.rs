@@ -70,8 +70,10 @@ pub async fn run(
         None => (End::NoServer, None, tunnel::Relayed::default()),
         Some((server, conn)) => {
             worker.upstream_acquired(server.id);
+            worker.relay_started();
             let cbuf = first.unwrap_or_else(|| buffer(&worker));
             let relayed = tunnel::run(client, cbuf, conn, buffer(&worker), config.timeouts.tcp_idle).await;
+            worker.relay_finished();
             worker.upstream_released(server.id);
             server.state.release();
             let end = if relayed.idled_out { End::IdleTimeout } else { End::Closed };

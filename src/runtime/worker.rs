@@ -246,6 +246,17 @@ impl Worker {
         self.watchdog.enter()
     }
 
+    /// Counts a layer-4 relay as in flight: a graceful stop lets it finish
+    /// (bounded by `shutdown_timeout`) as it lets requests finish.
+    pub fn relay_started(&self) {
+        self.active.set(self.active.get() + 1);
+    }
+
+    /// Ends what `relay_started` began.
+    pub fn relay_finished(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+    }
+
     /// Ends what `request_started` began; the slot goes back.
     pub fn request_finished(&self, watch: WatchSlot) {
         self.active.set(self.active.get().saturating_sub(1));

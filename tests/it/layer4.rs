@@ -268,3 +268,28 @@ fn demo_serves_the_tcp_example_over_four_demo_backends_in_turn() {
     let want: Vec<u16> = (0..8).map(|i| ports[(start + i) % 4]).collect();
     assert_eq!(answered, want, "the four servers in turn, at layer 4");
 }
+
+/// A graceful stop lets an open TCP relay finish, as it lets an HTTP
+/// request finish: the listener closes at once, the relay keeps working
+/// past the stop's linger (1 s), and the process exits once it ends.
+#[test]
+fn a_graceful_stop_lets_an_open_relay_finish() {
+    let a = TcpBackend::start("a");
+    let mut p = Proxy::start(&l4_config(&addrs(&[&a]), "", &[], ""));
+    let l4 = p.addr("l4");
+    let mut s = connect_from(None, l4);
+    assert_eq!(read_line(&mut s).expect("greeting"), "a");
+    p.signal(libc::SIGTERM);
+    assert!(crate::support::ops::refused_within(l4, Duration::from_secs(2)), "the listener still accepts");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(p.try_exit().is_none(), "the proxy exited under an open relay");
+    s.write_all(b"still here").expect("write after the stop");
+    let mut echo = [0u8; 10];
+    s.read_exact(&mut echo).expect("the echo after the stop");
+    assert_eq!(&echo, b"still here");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let rest = read_all(&mut s).expect("bye");
+    assert_eq!(String::from_utf8_lossy(&rest), "a bye 10\n");
+    let status = p.wait_exit(Duration::from_secs(5)).expect("the proxy exits once the relay ended");
+    assert!(status.success(), "{status:?}");
+}
