@@ -4,7 +4,8 @@
 //! (never panics, never reads past the header); `write_v1` and `write_v2`
 //! produce one for an upstream. Only TCP over IPv4 and IPv6 carries an
 //! address; `LOCAL` (a health check from the balancer itself) and
-//! `UNKNOWN` families carry none, and the socket's own peer stands.
+//! `UNKNOWN` families carry none, and the socket's own peer stands (but an
+//! `UNKNOWN` client's forwarding fields are not believed).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -57,9 +58,12 @@ pub enum ProxyHeader {
         /// The address the client connected to.
         destination: SocketAddr,
     },
-    /// No address: v2 `LOCAL` (the balancer's own connection, e.g. a health
-    /// check), v1 `UNKNOWN`, or a v2 family other than TCP over IP.
-    Unspecified,
+    /// v2 `LOCAL`: the balancer's own connection (a health check), not a
+    /// relayed client.
+    Local,
+    /// A relayed client whose address the header does not carry: v1
+    /// `UNKNOWN`, or a v2 family other than TCP over IP (UDP, Unix).
+    Unknown,
 }
 
 /// Why a header could not be read.
@@ -105,7 +109,7 @@ fn parse_v1(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyHeaderError> {
     let mut fields = line.split(' ');
     let header = match fields.next() {
         // The rest of an UNKNOWN line is to be ignored (spec §2.1).
-        Some("UNKNOWN") => ProxyHeader::Unspecified,
+        Some("UNKNOWN") => ProxyHeader::Unknown,
         Some(family @ ("TCP4" | "TCP6")) => {
             let parts: Vec<&str> = fields.collect();
             let [src, dst, sport, dport] = parts[..] else {
@@ -159,7 +163,7 @@ fn parse_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyHeaderError> {
     }
     let body = &buf[16..total];
     let header = match command {
-        0 => ProxyHeader::Unspecified,
+        0 => ProxyHeader::Local,
         1 => match buf[13] {
             // TCP over IPv4: 4 + 4 + 2 + 2 bytes (TLVs may follow).
             0x11 if body.len() >= 12 => {
@@ -172,7 +176,7 @@ fn parse_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyHeaderError> {
             },
             0x11 | 0x21 => return Err(ProxyHeaderError::Invalid("v2 address block too short")),
             // UNSPEC, UDP, Unix sockets: no TCP client address to use.
-            _ => ProxyHeader::Unspecified,
+            _ => ProxyHeader::Unknown,
         },
         _ => return Err(ProxyHeaderError::Invalid("v2 command must be LOCAL or PROXY")),
     };

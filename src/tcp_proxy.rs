@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Relay buffer per direction: large reads and writes move bulk data with
-/// fewer system calls. They come from, and go back to, the worker's pool.
+/// fewer system calls.
 const RELAY_BUFFER: usize = 64 * 1024;
 
 /// How a TCP-mode connection ended (the `end` label and log field).
@@ -44,35 +44,46 @@ impl End {
     }
 }
 
-/// Relays `client` (accepted by `listener` from `peer` at `opened`) to a
-/// server of `upstreams[upstream]`. `first`: bytes already read from the
-/// client (after a PROXY header). The connection was counted open by the
-/// caller; it is counted closed here.
+/// Where a TCP-mode connection comes from and goes to.
+pub struct Ends {
+    /// The client (from a PROXY header, if one came).
+    pub client: SocketAddr,
+    /// The address the client connected to, when a PROXY header said
+    /// (otherwise our own listening address is used where one is needed).
+    pub destination: Option<SocketAddr>,
+    /// When the connection was accepted.
+    pub opened: Instant,
+}
+
+/// Relays `client` (accepted by `listener`) to a server of `up`. `first`:
+/// bytes already read from the client (after a PROXY header). The
+/// connection was counted open by the caller; it is counted closed here.
 pub async fn run(
     worker: Rc<Worker>,
     listener: Arc<str>,
     client: Conn,
     first: Option<ConnBuf>,
-    peer: SocketAddr,
-    upstream: usize,
-    opened: Instant,
+    up: Arc<Upstream>,
+    ends: Ends,
 ) {
-    let config = worker.config();
-    let up = Arc::clone(&config.upstreams[upstream]);
+    let peer = ends.client;
+    let connect_limit = worker.config().timeouts.upstream_connect;
     // The address the client connected to matters only to a PROXY header
     // (a `getsockname` per connection otherwise saved).
-    let local = match up.send_proxy {
-        Some(_) => client.local_addr().unwrap_or(peer),
-        None => peer,
+    let local = match (up.send_proxy, ends.destination) {
+        (Some(_), Some(d)) => d,
+        (Some(_), None) => client.local_addr().unwrap_or(peer),
+        (None, _) => peer,
     };
-    let connected = connect_some(&worker, &up, peer, local, config.timeouts.upstream_connect).await;
+    let connected = connect_some(&worker, &up, peer, local, connect_limit).await;
     let (end, server, relayed) = match connected {
         None => (End::NoServer, None, tunnel::Relayed::default()),
         Some((server, conn)) => {
             worker.upstream_acquired(server.id);
             worker.relay_started();
-            let cbuf = first.unwrap_or_else(|| buffer(&worker));
-            let relayed = tunnel::run(client, cbuf, conn, buffer(&worker), config.timeouts.tcp_idle).await;
+            let idle = worker.config().timeouts.tcp_idle;
+            let cbuf = first.unwrap_or_else(buffer);
+            let relayed = tunnel::run(client, cbuf, conn, buffer(), idle).await;
             worker.relay_finished();
             worker.upstream_released(server.id);
             server.state.release();
@@ -80,7 +91,7 @@ pub async fn run(
             (end, Some(server.addr), relayed)
         }
     };
-    let duration = opened.elapsed();
+    let duration = ends.opened.elapsed();
     let done = TcpDone {
         listener: &listener,
         upstream: &up.name,
@@ -106,11 +117,10 @@ pub async fn run(
     worker.connection_closed();
 }
 
-/// A relay buffer: 64 KiB, from the worker's pool when one is spare.
-fn buffer(worker: &Worker) -> ConnBuf {
-    let mut buf = ConnBuf::unallocated(RELAY_BUFFER);
-    let _ = buf.switch_to(worker.take_buf(RELAY_BUFFER));
-    buf
+/// A relay buffer of 64 KiB. Not from the worker's pool of 16 KiB request
+/// buffers: a relay holds its two for the connection's whole life.
+fn buffer() -> ConnBuf {
+    ConnBuf::new(RELAY_BUFFER, RELAY_BUFFER)
 }
 
 /// Connects to the first server of the balancer's order that takes the

@@ -30,7 +30,7 @@ pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upgraded (e.g. WebSocket) connection with no bytes either way is closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// A TLS handshake on a listener, from the accept.
+/// A TLS handshake on a listener, from its start (after any PROXY header).
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TCP-mode connection with no bytes in either direction is closed.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -68,7 +68,7 @@ pub struct Timeouts {
     pub upstream_send: Duration,
     /// An upgraded connection with no bytes in either direction.
     pub tunnel_idle: Duration,
-    /// A TLS handshake on a listener, from the accept to its end.
+    /// A TLS handshake on a listener, from its start to its end.
     pub tls_handshake: Duration,
     /// A TCP-mode connection idle in both directions.
     pub tcp_idle: Duration,

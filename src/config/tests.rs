@@ -389,3 +389,17 @@ fn overlap_is_symmetric_and_ignores_other_ports() {
     assert!(!overlaps(addrs[1], addrs[4]), "another port");
     assert!(!overlaps(addrs[0], addrs[3]), "an IPv4 wildcard takes no IPv6 address");
 }
+
+/// `client_subject_header` may not name a field the proxy writes or that
+/// frames the request (a second copy would confuse the backend). Checked
+/// before any certificate file is read.
+#[test]
+fn client_subject_header_refuses_framing_and_forwarding_fields() {
+    for name in ["Content-Length", "transfer-encoding", "X-Forwarded-For", "Host", "Connection"] {
+        let text = format!(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[listeners]]\nname = \"p\"\nbind = \"127.0.0.1:0\"\nroutes = [ {{ prefix = \"/\", upstream = \"a\" }} ]\ntls = {{ certificates = [ {{ cert = \"c.pem\", key = \"k.pem\" }} ], client_ca = \"ca.pem\", client_subject_header = \"{name}\" }}\n"
+        );
+        let e = Config::parse(Path::new("t.toml"), &text).expect_err(name);
+        assert_eq!(e.key.as_deref(), Some("listeners.tls.client_subject_header"), "{e}");
+    }
+}

@@ -65,6 +65,13 @@ impl Builder<'_> {
             Some(h) if h.get_ref().is_empty() || !h.get_ref().bytes().all(is_token_byte) => {
                 return Err(self.err(h, "listeners.tls.client_subject_header", "must be a header name"))
             }
+            Some(h) if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(h.get_ref())) => {
+                return Err(self.err(
+                    h,
+                    "listeners.tls.client_subject_header",
+                    "names a field the proxy itself writes or that frames the request; choose a name of its own",
+                ))
+            }
             Some(h) => Some(Arc::from(h.get_ref().as_str())),
             None => None,
         };
@@ -132,6 +139,27 @@ impl Builder<'_> {
             .map_err(|e| self.file_error(e, &spans, (t.span().start, &tls_key)))
     }
 }
+
+/// Fields `client_subject_header` may not name: framing, hop-by-hop and
+/// forwarding fields, whose second copy would confuse a backend.
+const RESERVED_NAMES: [&str; 16] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
+    "http2-settings",
+    "cookie",
+];
 
 /// A byte allowed in a header name (RFC 9110 `tchar`).
 fn is_token_byte(b: u8) -> bool {

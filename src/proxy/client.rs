@@ -63,11 +63,15 @@ impl Session {
     /// last response (RFC 9112 §9.6). Otherwise dropping the stream is the
     /// whole close: a half-close first would only cost a syscall, since a
     /// close with nothing unread sends the same FIN.
+    /// A TLS connection always sends its `close_notify` first, so that a
+    /// response delimited by the close cannot be cut short unnoticed.
     pub(super) async fn close(&mut self) {
         if !self.cbuf.is_empty() || self.req.body_unread {
             let _ = self.client.shutdown().await;
             self.cbuf.clear();
             Box::pin(linger(&mut self.cbuf, &mut self.client)).await;
+        } else if self.client.tls().is_some() {
+            let _ = Box::pin(self.client.shutdown()).await;
         }
     }
 

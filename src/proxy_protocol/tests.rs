@@ -22,10 +22,10 @@ fn v1_examples_from_the_spec() {
     assert_eq!(&h[n..], b"GET /", "the connection's own bytes follow");
     let (got, _) = parse(b"PROXY TCP6 2001:db8::1 ::1 65535 80\r\n").expect("valid");
     assert_eq!(got, ProxyHeader::Tcp { source: sa("[2001:db8::1]:65535"), destination: sa("[::1]:80") });
-    assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Ok((ProxyHeader::Unspecified, 15)));
+    assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Ok((ProxyHeader::Unknown, 15)));
     assert_eq!(
         parse(b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n").map(|r| r.0),
-        Ok(ProxyHeader::Unspecified)
+        Ok(ProxyHeader::Unknown)
     );
 }
 
@@ -80,14 +80,10 @@ fn v2_addresses_local_and_other_families() {
     with_tlv.extend_from_slice(&[0x04, 0, 2, b'h', b'i']);
     let h = v2(1, 0x11, &with_tlv);
     assert_eq!(parse(&h).map(|r| r.1), Ok(h.len()));
-    assert_eq!(parse(&v2(0, 0x00, &[])), Ok((ProxyHeader::Unspecified, 16)), "LOCAL");
-    assert_eq!(parse(&v2(0, 0x11, &body)).map(|r| r.0), Ok(ProxyHeader::Unspecified), "LOCAL ignores addresses");
-    assert_eq!(
-        parse(&v2(1, 0x31, &[0; 216])).map(|r| r.0),
-        Ok(ProxyHeader::Unspecified),
-        "a Unix socket has no client IP"
-    );
-    assert_eq!(parse(&v2(1, 0x12, &body)).map(|r| r.0), Ok(ProxyHeader::Unspecified), "UDP");
+    assert_eq!(parse(&v2(0, 0x00, &[])), Ok((ProxyHeader::Local, 16)), "LOCAL");
+    assert_eq!(parse(&v2(0, 0x11, &body)).map(|r| r.0), Ok(ProxyHeader::Local), "LOCAL ignores addresses");
+    assert_eq!(parse(&v2(1, 0x31, &[0; 216])).map(|r| r.0), Ok(ProxyHeader::Unknown), "a Unix socket has no client IP");
+    assert_eq!(parse(&v2(1, 0x12, &body)).map(|r| r.0), Ok(ProxyHeader::Unknown), "UDP");
 }
 
 #[test]

@@ -30,8 +30,9 @@ impl SparePool {
     /// A spare buffer of at least `capacity` bytes, or a new one.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
         let mut bufs = self.bufs.borrow_mut();
-        let v = match bufs.pop() {
-            Some(v) if v.capacity() >= capacity => v,
+        // A spare too small for this is kept for a request that fits it.
+        let v = match bufs.last() {
+            Some(v) if v.capacity() >= capacity => bufs.pop().unwrap_or_default(),
             _ => Vec::with_capacity(capacity),
         };
         self.low.set(self.low.get().min(bufs.len()));

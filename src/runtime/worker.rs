@@ -40,7 +40,7 @@ pub const HOT_WINDOW_MS: u64 = 20;
 const HOT_WAITS_MAX: usize = 256;
 /// Freeing less than this leaves the allocator alone (a `malloc_trim`
 /// walks the whole arena).
-const TRIM_MIN_BYTES: usize = 256 * 1024;
+const TRIM_MIN_BYTES: usize = 1024 * 1024;
 /// How often idle upstream connections past `idle_timeout` are closed.
 const POOL_SWEEP_MS: u64 = 1000;
 /// Pause after an accept error (e.g. out of file descriptors) so a worker

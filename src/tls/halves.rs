@@ -2,7 +2,7 @@
 //! at once. They share the rustls session through a `RefCell` that is never
 //! held across a wait: each half borrows it only between socket operations.
 
-use super::stream::{fill, plain_bytes, read_step, ReadStep};
+use super::stream::{closed_without_notify, fill, plain_bytes, read_step, ReadStep};
 use crate::io_buf::ConnBuf;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, OwnedReadHalf, OwnedWriteHalf};
@@ -47,7 +47,7 @@ impl TlsReadHalf {
                 ReadStep::Done(r) => return (r, buf),
                 ReadStep::Again => {}
                 ReadStep::NeedBytes => match fill(&mut self.cin, &mut self.tcp, &cancel).await {
-                    Ok(0) => return (Ok(0), buf),
+                    Ok(0) => return (closed_without_notify(&self.session.borrow()), buf),
                     Ok(_) => {}
                     Err(e) => return (Err(e), buf),
                 },

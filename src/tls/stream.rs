@@ -25,6 +25,8 @@ use std::rc::Rc;
 const CIPHER_IN_MAX: usize = 4 * 16_709;
 /// First allocation of `cin`: one full TLS record and its header.
 const CIPHER_IN_FIRST: usize = 16_709;
+/// A ciphertext write buffer larger than this is freed before an idle wait.
+const COUT_KEEP_BYTES: usize = 4096;
 /// Most bytes a peer may send before its handshake completes (a client
 /// certificate chain included). rustls also caps one handshake message at
 /// 64 KiB; this caps the whole flight.
@@ -135,6 +137,11 @@ impl TlsStream {
             return Ok(());
         }
         self.cin = ConnBuf::unallocated(CIPHER_IN_MAX);
+        // The write buffer keeps the size of the largest response written;
+        // an idle connection gives a large one back.
+        if self.cout.capacity() > COUT_KEEP_BYTES {
+            self.cout = Vec::new();
+        }
         self.tcp.readable(relaxed).await
     }
 
@@ -184,7 +191,7 @@ impl TlsStream {
                     }
                 }
                 ReadStep::NeedBytes => match fill(&mut self.cin, &mut self.tcp, &cancel).await {
-                    Ok(0) => return (Ok(0), buf),
+                    Ok(0) => return (closed_without_notify(&self.session), buf),
                     Ok(_) => {}
                     Err(e) => return (Err(e), buf),
                 },
@@ -252,6 +259,18 @@ pub(super) fn read_step<T: IoBufMut>(session: &mut Connection, cin: &mut ConnBuf
     }
 }
 
+/// The socket closed with no `close_notify` seen (one would have ended
+/// the read before the socket was read again). From a client, the same as
+/// a TCP close: a request's framing says whether anything was cut short.
+/// From an upstream it is an error: a response delimited by the close
+/// could otherwise be truncated by anyone on the path.
+pub(super) fn closed_without_notify(session: &Connection) -> io::Result<usize> {
+    match session {
+        Connection::Server(_) => Ok(0),
+        Connection::Client(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+    }
+}
+
 /// One socket read into `cin` (given storage first). `Ok(0)`: the peer
 /// closed the socket, which the caller reports as the end of the stream
 /// (a close without `close_notify` is a TCP close, as for plaintext).
@@ -295,6 +314,7 @@ pub(super) fn has_plaintext(session: &mut Connection) -> bool {
 /// `None`: none yet.
 pub(super) fn take_plaintext<T: IoBufMut>(session: &mut Connection, buf: &mut T) -> io::Result<Option<usize>> {
     let room = buf.bytes_total();
+    let from_client = matches!(session, Connection::Server(_));
     let mut reader = session.reader();
     let n = match reader.fill_buf() {
         Ok(chunk) => {
@@ -303,9 +323,11 @@ pub(super) fn take_plaintext<T: IoBufMut>(session: &mut Connection, buf: &mut T)
             n
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-        // Closed without a close_notify: for HTTP the same as a close (a
-        // body's framing says whether anything was cut short).
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
+        // Closed without a close_notify. From a client, the same as a TCP
+        // close (a request's framing says whether anything was cut short).
+        // From an upstream it is an error: a response delimited by the
+        // close could otherwise be truncated by anyone on the path.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && from_client => return Ok(Some(0)),
         Err(e) => return Err(e),
     };
     reader.consume(n);

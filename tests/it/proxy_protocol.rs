@@ -161,6 +161,21 @@ fn a_v2_local_header_is_served_with_the_sockets_address() {
     assert_eq!(seen[0].headers_named("x-forwarded-for"), ["127.0.0.1"], "{}", seen[0].raw_head);
 }
 
+/// A trusted balancer relaying a client whose address it did not carry
+/// (v1 `UNKNOWN`): the socket's address stands, but the client's own
+/// forwarding fields are not believed as the balancer's would be.
+#[test]
+fn a_client_relayed_without_its_address_cannot_forge_forwarding_fields() {
+    let b = RecordingBackend::echo_id("b");
+    let p = Proxy::start(&pp_config(&[b.addr()], "", LOOPBACK, &[], ""));
+    let request = "GET /unknown HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\r\n";
+    let (_, r) = with_header(p.addr("public"), b"PROXY UNKNOWN\r\n", request);
+    assert_eq!(r.status, 200);
+    let seen = b.wait_requests(1);
+    assert_eq!(seen[0].headers_named("x-forwarded-for"), ["127.0.0.1"], "{}", seen[0].raw_head);
+    assert_eq!(seen[0].headers_named("x-real-ip"), ["127.0.0.1"], "{}", seen[0].raw_head);
+}
+
 /// Listener `public` with TLS and PROXY protocol; a v1 and a v2 header,
 /// each sent `how`, then a handshake and a request: the backend sees the
 /// header's address, over HTTPS.

@@ -234,3 +234,50 @@ fn active_health_checks_speak_tls() {
     }
     assert_eq!(metric(&bad, &series), 0, "a server that fails verification is down");
 }
+
+/// A TLS backend that answers one request with a response delimited by
+/// the close, then closes with or without a `close_notify`.
+fn close_delimited_tls_backend(issued: &crate::support::tls::Issued, notify: bool) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = issued.server_config();
+    std::thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else { return };
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let conn = rustls::ServerConnection::new(config).expect("server connection");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match std::io::Read::read(&mut tls, &mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = std::io::Write::write_all(&mut tls, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial body");
+        if notify {
+            tls.conn.send_close_notify();
+        }
+        let _ = std::io::Write::flush(&mut tls);
+        let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+    });
+    addr
+}
+
+/// Over TLS, only a `close_notify` proves that a response delimited by the
+/// close is whole: a bare TCP close (which anyone on the path can forge)
+/// leaves the client's chunked response unterminated.
+#[test]
+fn a_close_delimited_response_is_whole_only_with_a_close_notify() {
+    let pki = Pki::new("up-trunc");
+    let issued = pki.ca.server("server", &["localhost", "127.0.0.1"], 3);
+    for notify in [true, false] {
+        let upstream = close_delimited_tls_backend(&issued, notify);
+        let f = front(upstream, &format!(r#"{{ ca = "{}" }}"#, p(&pki.ca_file())), 32);
+        let raw = send_raw(f.addr("front"), b"GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("partial body"), "{text}");
+        assert_eq!(text.ends_with("0\r\n\r\n"), notify, "notify = {notify}: {text}");
+    }
+}

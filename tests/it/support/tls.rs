@@ -92,6 +92,22 @@ impl Ca {
     }
 }
 
+impl Issued {
+    /// A rustls server config presenting this certificate (for test
+    /// backends that speak TLS themselves).
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into());
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![self.der.clone()], key)
+                .expect("server config");
+        std::sync::Arc::new(config)
+    }
+}
+
 /// A temp directory for certificates and the config, removed on drop.
 pub struct CertDir {
     pub path: PathBuf,
