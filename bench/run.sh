@@ -18,6 +18,17 @@
 #                           a PROXY header from the client; 5 rounds, about 4 minutes; rewrites
 #                           docs/benchmarking.md's "Layer 4 (issue 15)" block
 #   bench/run.sh --tcp --quick   the same in about a minute (1 round, 3 s per row)
+#   bench/run.sh --cores    many cores (issue 16), needs 6 cores or more (refuses with a message below
+#                           that): for N = 1..max workers (default min(8, cores/2), --max-workers), each
+#                           proxy with N workers pinned one per CPU to CPUs 0..N-1 (ringway threads = N,
+#                           pin_cpus = true; nginx worker_processes N + worker_cpu_affinity; HAProxy
+#                           nbthread N + cpu-map), wrk on half of the CPUs after the max workers' (enough
+#                           threads), the four backends on the rest; keep-alive GET /, 50 connections per
+#                           worker, 2 rounds of 5 s; req/s, CPU µs/request, per-worker efficiency
+#                           ((req/s at N / N) / (req/s at 1)) and ratios to nginx and HAProxy per N; about
+#                           40 s per N; rewrites docs/benchmarking.md's "Many cores (issue 16)" block
+#   bench/run.sh --cores-dry-run 16   prints the layout --cores would use on 16 cores (any machine,
+#                           nothing installed, built or started)
 #   bench/run.sh --help     all options (base port, proxies, workers, rounds)
 #
 # --tls makes its certificates with `openssl req` in the run's temporary directory.
@@ -34,6 +45,12 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+for arg in "$@"; do
+  case "$arg" in
+    # a layout on paper: needs python3 only
+    --cores-dry-run|--cores-dry-run=*) exec env PYTHONUTF8=1 python3 bench/harness.py "$@";;
+  esac
+done
 have() { command -v "$1" >/dev/null 2>&1; }
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -57,7 +74,7 @@ fi
 have cargo || { log "cargo missing: install Rust (https://rustup.rs) first"; exit 1; }
 quick=0
 tcp=0
-for arg in "$@"; do case "$arg" in --quick|--tls|--tuning) quick=1;; --tcp) quick=1; tcp=1;; esac; done
+for arg in "$@"; do case "$arg" in --quick|--tls|--tuning|--cores) quick=1;; --tcp) quick=1; tcp=1;; esac; done
 if [ "$tcp" = 1 ] && ! nginx -V 2>&1 | grep -q -- '--with-stream\( \|$\)' \
    && ! ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1; then
   # Debian builds nginx's stream module as a dynamic module of its own package.

@@ -8,6 +8,7 @@ mod balance;
 mod discovery;
 mod hash;
 pub mod health;
+mod padded;
 mod pool;
 mod round_robin;
 mod server;
@@ -21,6 +22,7 @@ pub use server::{member_state, server_state, MemberState, PassiveHealth, ServerS
 pub use stable_hash::hash_bytes;
 
 use hash::HashRing;
+use padded::CachePadded;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -113,7 +115,10 @@ pub struct Upstream {
     pub keepalive: usize,
     /// Retries, health and pooling.
     pub policy: Policy,
-    next: AtomicUsize,
+    /// The round-robin ticket: written by every request through this
+    /// upstream on every worker, so on a cache line of its own, apart from
+    /// the fields those requests read.
+    next: CachePadded<AtomicUsize>,
     /// Indices of the servers that are not backups, ascending.
     primaries: Vec<usize>,
     /// Smooth weighted round-robin order over the primaries (weighted mode).
@@ -145,7 +150,7 @@ impl Upstream {
             sources: Vec::new(),
             keepalive,
             policy,
-            next: AtomicUsize::new(0),
+            next: CachePadded(AtomicUsize::new(0)),
             primaries,
             sequence,
             ring,

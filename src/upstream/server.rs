@@ -12,6 +12,7 @@
 //! per upstream. A drain is an operator's decision about one pool, so it is
 //! per member; draining an address everywhere is a separate switch.
 
+use super::padded::CachePadded;
 use crate::runtime::clock::precise_ms;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -28,8 +29,11 @@ pub struct ServerState {
     /// Taken out of every upstream by the admin API
     /// (`POST /servers/ADDR/drain`; in-flight requests finish).
     drained: AtomicBool,
-    /// Requests on this server right now, across all workers.
-    in_flight: AtomicUsize,
+    /// Requests on this server right now, across all workers. Written
+    /// twice per request, so on a cache line of its own: the flags
+    /// `is_available` reads for every server on every request stay
+    /// cached on every core.
+    in_flight: CachePadded<AtomicUsize>,
     /// Passive health: failures counted in the window that began at
     /// `window_start_ms`; `down_until_ms` > 0 while the server is out.
     /// Both are on the precise clock (`clock::precise_ms`); 0 means unset.
@@ -58,7 +62,7 @@ impl ServerState {
             addr,
             id,
             drained: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
+            in_flight: CachePadded(AtomicUsize::new(0)),
             fails: AtomicU32::new(0),
             window_start_ms: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
@@ -149,19 +153,29 @@ impl ServerState {
                 log::info!("server {} is back in rotation", self.addr);
             }
         }
-        self.probing.store(false, Relaxed);
+        self.end_probe();
     }
 
     /// A request that ended with no verdict on the server (its client
     /// failed): the probe, if it held it, goes to the next request.
     pub fn end_probe_without_verdict(&self) {
-        self.probing.store(false, Relaxed);
+        self.end_probe();
+    }
+
+    /// Frees the probe if a request holds it. Looks first and writes only
+    /// when it is taken: on the usual path (a server in rotation) the end
+    /// of a request then writes nothing here, and the line stays cached on
+    /// every core that reads these flags.
+    fn end_probe(&self) {
+        if self.probing.load(Relaxed) {
+            self.probing.store(false, Relaxed);
+        }
     }
 
     /// A request it failed: counts towards `p.max_fails` within
     /// `p.fail_timeout`, and takes it out for `fail_timeout` once reached.
     pub fn record_failure(&self, p: PassiveHealth) {
-        self.probing.store(false, Relaxed);
+        self.end_probe();
         if p.max_fails == 0 {
             return;
         }
