@@ -3,6 +3,7 @@
 //! path crosses threads except the atomics the design names: round-robin
 //! counters, server state, and the config generation.
 
+mod accept;
 pub mod clock;
 mod control;
 mod fd_passing;

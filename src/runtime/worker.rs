@@ -2,6 +2,7 @@
 //! the worker (`Rc`, `Cell`, `RefCell`); other threads reach it only through
 //! the command channel, answered on a short tick.
 
+use super::accept::accept_loop;
 use super::clock::{coarse_ms, precise_ms};
 use super::control::{Command, Control};
 use super::idle::{IdleExpiry, IdleWheel};
@@ -11,9 +12,9 @@ use super::worker_log::WorkerLog;
 use crate::access_log;
 use crate::config::Config;
 use crate::metrics::{PoolGauge, WorkerMetrics};
-use crate::proxy::{serve, Conn, Session};
+
 use crate::upstream::UpstreamPools;
-use monoio::io::{CancelHandle, Canceller};
+use monoio::io::Canceller;
 use monoio::net::TcpListener;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -43,9 +44,6 @@ const HOT_WAITS_MAX: usize = 256;
 const TRIM_MIN_BYTES: usize = 1024 * 1024;
 /// How often idle upstream connections past `idle_timeout` are closed.
 const POOL_SWEEP_MS: u64 = 1000;
-/// Pause after an accept error (e.g. out of file descriptors) so a worker
-/// does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
 /// A worker's handle on a config snapshot. Sessions clone the `Rc` (a
 /// plain increment) rather than the shared `Arc`, whose count lives on a
@@ -409,33 +407,6 @@ impl Worker {
                 monoio::spawn(accept_loop(Rc::clone(self), name, listener, canceller.handle()));
             }
             Err(e) => log::error!("listener {name}: {e}"),
-        }
-    }
-}
-
-async fn accept_loop(worker: Rc<Worker>, name: Arc<str>, listener: TcpListener, cancel: CancelHandle) {
-    // This worker's own copy: sessions clone it per connection, and the
-    // count of a shared `Arc` would be a cache line every worker writes.
-    let name: Arc<str> = Arc::from(&*name);
-    loop {
-        match listener.cancelable_accept(cancel.clone()).await {
-            Ok((stream, peer)) => {
-                // TCP_NODELAY comes from the listening socket (Linux copies
-                // it to accepted ones), saving a syscall per connection.
-                // The listener's current settings (TLS certificates, PROXY
-                // protocol, mode), so a reload applies to the next connection.
-                if crate::proxy::needs_preamble(&worker.config(), &name) {
-                    // Boxed: rare next to plain HTTP, and larger.
-                    monoio::spawn(Box::pin(serve(Rc::clone(&worker), Arc::clone(&name), stream, peer)));
-                } else {
-                    monoio::spawn(Session::new(Rc::clone(&worker), Arc::clone(&name), Conn::Plain(stream), peer).run());
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
-            Err(e) => {
-                log::warn!("listener {name}: accept failed: {e}");
-                monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
         }
     }
 }
