@@ -95,6 +95,9 @@ pub struct WorkerMetrics {
     /// Open connections by listener, keyed by the address of the accept
     /// loop's name (several keys can share a name after a reload).
     connections: IdMap<usize, (Arc<str>, i64)>,
+    /// Idle client connections parked outside a session (`proxy/parked.rs`),
+    /// so an operator can tell the small idle ones from the rest.
+    pub parked: i64,
     retries: u64,
     /// What the edge rules did to requests (see `EdgeCounts`).
     pub edge: EdgeCounts,
@@ -136,6 +139,7 @@ impl Default for WorkerMetrics {
             upstream: IdMap::default(),
             connects: IdMap::default(),
             connections: IdMap::default(),
+            parked: 0,
             retries: 0,
             edge: EdgeCounts::default(),
             tls: TlsCounts::default(),
@@ -192,6 +196,7 @@ impl WorkerMetrics {
             upstream: self.upstream.iter().map(|(k, (u, a, n))| (Arc::clone(u), *a, k.2, *n)).collect(),
             connects: self.connects.values().copied().collect(),
             connections: self.connections.values().map(|(l, n)| (Arc::clone(l), *n)).collect(),
+            parked: self.parked,
             retries: self.retries,
             edge: self.edge,
             tls: self.tls.clone(),
@@ -224,6 +229,8 @@ pub struct WorkerSnapshot {
     pub connects: Vec<(std::net::SocketAddr, u64)>,
     /// Open client connections by listener.
     pub connections: Vec<(Arc<str>, i64)>,
+    /// Parked idle client connections.
+    pub parked: i64,
     /// Attempts after the first.
     pub retries: u64,
     /// What the edge checks refused or changed.
@@ -353,6 +360,8 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
     for (l, n) in rows {
         let _ = writeln!(out, "ringway_connections{{listener=\"{}\"}} {n}", esc(l));
     }
+    let parked: i64 = snaps.iter().map(|s| s.parked).sum();
+    let _ = writeln!(out, "# HELP ringway_connections_parked Idle client connections parked in a small task (idle for a second or more; counted in ringway_connections too).\n# TYPE ringway_connections_parked gauge\nringway_connections_parked {parked}");
     let retries: u64 = snaps.iter().map(|s| s.retries).sum();
     let _ = writeln!(out, "# HELP ringway_retries_total Requests sent again after a failed attempt.\n# TYPE ringway_retries_total counter\nringway_retries_total {retries}");
     let mut edge = EdgeCounts::default();

@@ -17,6 +17,17 @@ use monoio::time::timeout;
 use std::rc::Rc;
 use std::time::Instant;
 
+/// How a wait for the next request ended.
+pub(super) enum Waited {
+    /// A complete head of this many bytes is buffered.
+    Head(usize),
+    /// The client closed or idled out between requests (no answer owed).
+    Closed,
+    /// Idle for long enough to leave the session's task: park the
+    /// connection until its bytes come or this `client_idle` expiry fires.
+    Park(IdleExpiry),
+}
+
 impl Session {
     /// Hands the full-size buffers back to the worker while the connection
     /// waits for its next request.
@@ -75,9 +86,9 @@ impl Session {
         }
     }
 
-    /// Reads until a complete head is buffered. `Ok(None)`: the client
-    /// closed or idled out between requests, which needs no answer.
-    pub(super) async fn read_head(&mut self) -> Result<Option<usize>, ProxyError> {
+    /// Reads until a complete head is buffered (`Waited::Head`), or ends
+    /// the wait without a request (see `Waited`).
+    pub(super) async fn read_head(&mut self) -> Result<Waited, ProxyError> {
         self.scanner.reset();
         self.line_check.reset();
         self.req.head_began = None;
@@ -91,7 +102,7 @@ impl Session {
             }
             if !self.cbuf.is_empty() {
                 match self.scanner.scan(self.cbuf.data(), self.config.limits.max_header_bytes) {
-                    Ok(Some(n)) => return Ok(Some(n)),
+                    Ok(Some(n)) => return Ok(Waited::Head(n)),
                     // Incomplete: refuse now what could never become a
                     // request (a complete head is left to the parser).
                     Ok(None) => {
@@ -123,7 +134,7 @@ impl Session {
                     // unless its next request already arrived (then it is
                     // served, with `Connection: close`).
                     if stopping && !self.fresh && !self.client.has_bytes_waiting() {
-                        return Ok(None);
+                        return Ok(Waited::Closed);
                     }
                     // Poll, then read: an idle connection holds no buffer
                     // and no timer while it waits, only a slot in the
@@ -138,10 +149,19 @@ impl Session {
                         // looks like. The worker's exit bounds this wait.
                         self.client.readable(false).await.is_ok()
                     } else {
-                        let expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
+                        let mut expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
+                        // Still idle after some 50 ms: the connection
+                        // leaves this task for a parked one (`parked.rs`).
+                        let park = self.worker.park_expiry();
                         monoio::select! {
                             r = self.client.readable(false) => r.is_ok(),
-                            _ = expiry => false,
+                            _ = &mut expiry => false,
+                            _ = park => {
+                                if self.worker.is_shutting_down() {
+                                    continue;
+                                }
+                                return Ok(Waited::Park(expiry));
+                            }
                         }
                     };
                     if !readable {
@@ -150,7 +170,7 @@ impl Session {
                         if self.worker.is_shutting_down() && !stopping {
                             continue;
                         }
-                        return Ok(None);
+                        return Ok(Waited::Closed);
                     }
                     // A client that came back quickly is likely to again.
                     self.hot = precise_ms().saturating_sub(since) < HOT_WINDOW_MS;
@@ -163,7 +183,7 @@ impl Session {
             match read {
                 // First: a timed-out read took the buffer with it.
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(ProxyError::ClientHeaderTimeout),
-                Ok(0) | Err(_) if self.cbuf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) if self.cbuf.is_empty() => return Ok(Waited::Closed),
                 Ok(0) | Err(_) => return Err(ProxyError::ClientGone),
                 Ok(_) => {}
             }

@@ -35,6 +35,7 @@
 
 mod body;
 mod client;
+mod parked;
 
 mod accept;
 mod error;
@@ -60,6 +61,7 @@ use crate::http::request_line::RequestLineCheck;
 use crate::http::BodyKind;
 use crate::io_buf::ConnBuf;
 use crate::runtime::{Snapshot, Worker};
+use client::Waited;
 use monoio::io::Canceller;
 use request_state::RequestState;
 use routing::IpText;
@@ -209,70 +211,77 @@ impl Session {
         }
     }
 
-    /// Serves requests until the connection closes or becomes a tunnel.
-    pub async fn run(mut self) {
-        loop {
-            self.config = self.worker.config();
-            self.req = RequestState::default();
-            self.log_req.clear();
-            let head_len = match self.read_head().await {
-                Ok(None) => break,
-                Ok(Some(n)) => {
-                    self.fresh = false;
-                    n
-                }
-                Err(e) => {
-                    self.keep_line_for_log();
-                    self.req.watch = Some(self.worker.request_started());
-                    let started = Instant::now();
-                    Box::pin(self.answer_error(e)).await;
-                    self.finish(started);
-                    break;
-                }
-            };
-            // A reload while this connection idled applies to this request.
-            self.config = self.worker.config();
-            self.equip();
-            self.req.watch = Some(self.worker.request_started());
-            let started = Instant::now();
-            let result = match self.prepare(head_len) {
-                Ok(x) => {
-                    self.cbuf.consume(head_len);
-                    // Boxed: the exchange's state is large, and an idle
-                    // connection's task should only be as big as its wait.
-                    Box::pin(self.exchange(x)).await
-                }
-                Err(e) => {
-                    self.keep_line_for_log();
-                    Err(e)
-                }
-            };
-            let next = match result {
-                Ok(next) => next,
-                Err(e) => {
-                    Box::pin(self.answer_error(e)).await;
-                    Next::Close
-                }
-            };
-            self.finish(started);
-            match next {
-                Next::KeepAlive => continue,
-                Next::Close => break,
-                Next::Upgrade(upstream) => {
-                    self.worker.metrics.borrow_mut().connection_closed(&self.listener);
-                    self.worker.connection_closed();
-                    // Boxed, and the session moved into it: the tunnel's
-                    // state is not part of every connection's task.
-                    return Box::pin(self.into_tunnel(upstream)).await;
+    /// Serves requests until the connection closes, parks (`parked.rs`)
+    /// or becomes a tunnel. Not an `async fn`: its argument would be stored
+    /// twice in the future (as the argument and as the local it is moved
+    /// to), and every connection's task is as large as this future.
+    #[allow(clippy::manual_async_fn)] // see above: the size is the point
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            loop {
+                self.config = self.worker.config();
+                self.req = RequestState::default();
+                self.log_req.clear();
+                let head_len = match self.read_head().await {
+                    Ok(Waited::Closed) => break,
+                    Ok(Waited::Park(expiry)) => return self.park(expiry),
+                    Ok(Waited::Head(n)) => {
+                        self.fresh = false;
+                        n
+                    }
+                    Err(e) => {
+                        self.keep_line_for_log();
+                        self.req.watch = Some(self.worker.request_started());
+                        let started = Instant::now();
+                        Box::pin(self.answer_error(e)).await;
+                        self.finish(started);
+                        break;
+                    }
+                };
+                // A reload while this connection idled applies to this request.
+                self.config = self.worker.config();
+                self.equip();
+                self.req.watch = Some(self.worker.request_started());
+                let started = Instant::now();
+                let result = match self.prepare(head_len) {
+                    Ok(x) => {
+                        self.cbuf.consume(head_len);
+                        // Boxed: the exchange's state is large, and an idle
+                        // connection's task should only be as big as its wait.
+                        Box::pin(self.exchange(x)).await
+                    }
+                    Err(e) => {
+                        self.keep_line_for_log();
+                        Err(e)
+                    }
+                };
+                let next = match result {
+                    Ok(next) => next,
+                    Err(e) => {
+                        Box::pin(self.answer_error(e)).await;
+                        Next::Close
+                    }
+                };
+                self.finish(started);
+                match next {
+                    Next::KeepAlive => continue,
+                    Next::Close => break,
+                    Next::Upgrade(upstream) => {
+                        self.worker.metrics.borrow_mut().connection_closed(&self.listener);
+                        self.worker.connection_closed();
+                        // Boxed, and the session moved into it: the tunnel's
+                        // state is not part of every connection's task.
+                        return Box::pin(self.into_tunnel(upstream)).await;
+                    }
                 }
             }
+            self.close().await;
+            // The next connection reuses the buffers instead of allocating (and
+            // growing) its own: this is most of a short connection's malloc work.
+            self.shrink_for_idle();
+            self.worker.metrics.borrow_mut().connection_closed(&self.listener);
+            self.worker.connection_closed();
         }
-        self.close().await;
-        // The next connection reuses the buffers instead of allocating (and
-        // growing) its own: this is most of a short connection's malloc work.
-        self.shrink_for_idle();
-        self.worker.metrics.borrow_mut().connection_closed(&self.listener);
-        self.worker.connection_closed();
     }
 
     /// Becomes a tunnel over the client connection and `upstream`.
@@ -351,11 +360,12 @@ mod size_tests {
         }
     }
 
-    /// Every connection's task is as large as this future, idle or not; the
-    /// idle-memory target (2 KiB per connection in all) depends on it.
+    /// Every connection's task is as large as this future while it is
+    /// mid-request or idle for under a second; a connection that idles
+    /// longer parks in a much smaller task (`parked.rs`).
     #[test]
     fn a_connection_task_stays_small() {
         let run = future_size(super::Session::run);
-        assert!(run <= 1536, "Session::run future grew to {run} bytes; box the new large path");
+        assert!(run <= 1024, "Session::run future grew to {run} bytes; box the new large path");
     }
 }

@@ -36,6 +36,11 @@ const SPARE_BUFS: usize = 512;
 /// is cancelled: between one and two of these (on the coarse clock, so give
 /// or take its resolution), plus up to one `TICK`.
 pub const HOT_WINDOW_MS: u64 = 20;
+/// How many `HOT_WINDOW_MS` periods a connection waits for its next request
+/// (40-60 ms) before it parks: long enough that a client in a quick
+/// exchange never pays for a park, short enough that a burst of new
+/// connections that then idle never holds a session task each.
+const PARK_AFTER_PERIODS: u64 = 3;
 /// Most hot waits per worker at once. Each pins a connection's buffers, so
 /// this bounds what connections that go quiet can hold.
 const HOT_WAITS_MAX: usize = 256;
@@ -209,6 +214,13 @@ impl Worker {
     pub fn idle_expiry(&self, idle: Duration) -> IdleExpiry {
         let due = (precise_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
         self.idle_wheel.expiry(due)
+    }
+
+    /// Completes `PARK_AFTER_PERIODS` hot-wheel periods from now (or at a
+    /// graceful stop): when a connection still waiting for its next request
+    /// leaves its session's task for a small one (`proxy/parked.rs`).
+    pub fn park_expiry(&self) -> IdleExpiry {
+        self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + PARK_AFTER_PERIODS)
     }
 
     /// Starts a hot wait if the budget allows: a read that holds the

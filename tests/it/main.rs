@@ -25,6 +25,7 @@ mod http_response_framing;
 mod http_upgrade;
 mod layer4;
 mod operations;
+mod parking;
 mod proxy_protocol;
 mod reload_settings;
 mod resilience;
