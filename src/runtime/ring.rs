@@ -89,3 +89,47 @@ pub fn build(driver: Driver, ring: &RingConfig) -> io::Result<WorkerRuntime> {
         Driver::Auto => build_uring(ring).or_else(|_| build_epoll()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::Duration;
+
+    /// The vendored monoio closes a dropped socket with a detached
+    /// `IORING_OP_CLOSE` (docs/architecture.md, "The monoio patch"). More
+    /// closes in one turn than the ring has entries must still close every
+    /// socket: the peer of each sees EOF, none is left open or reset.
+    #[test]
+    fn more_closes_in_one_turn_than_ring_entries_close_every_socket() {
+        let ring = RingConfig { entries: 8, coop_taskrun: true, defer_taskrun: true, sqpoll_idle: None };
+        let Ok(mut rt) = build(Driver::IoUring, &ring) else {
+            eprintln!("no io_uring here: skipped");
+            return;
+        };
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = std_listener.local_addr().expect("addr");
+        const N: usize = 100;
+        let clients: Vec<std::net::TcpStream> = (0..N)
+            .map(|_| {
+                let c = std::net::TcpStream::connect(addr).expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+                c
+            })
+            .collect();
+        rt.block_on(async move {
+            let listener = monoio::net::TcpListener::from_std(std_listener).expect("listener");
+            let mut accepted = Vec::with_capacity(N);
+            for _ in 0..N {
+                accepted.push(listener.accept().await.expect("accept").0);
+            }
+            // All dropped in one turn: 100 close SQEs into an 8-entry ring.
+            drop(accepted);
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        });
+        for (i, mut c) in clients.into_iter().enumerate() {
+            let mut byte = [0u8; 1];
+            assert_eq!(c.read(&mut byte).expect("a clean close, not a reset or a timeout"), 0, "client {i}");
+        }
+    }
+}
