@@ -40,7 +40,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
-RINGWAY = os.path.join(ROOT, "target", "release", "ringway")
+# RINGWAY_BIN: another build to measure (an A/B of one scenario, e.g. --only e).
+RINGWAY = os.environ.get("RINGWAY_BIN") or os.path.join(ROOT, "target", "release", "ringway")
 BIGBODY = os.path.join(ROOT, "target", "bench-bigbody", "release", "bigbody")
 # --tcp: the layer-4 load tools (bench/bigbody/src/bin/l4bench.rs, built with bigbody)
 L4BENCH = os.path.join(ROOT, "target", "bench-bigbody", "release", "l4bench")

@@ -361,7 +361,7 @@ pub fn render(snaps: &[WorkerSnapshot], g: &Globals<'_>) -> String {
         let _ = writeln!(out, "ringway_connections{{listener=\"{}\"}} {n}", esc(l));
     }
     let parked: i64 = snaps.iter().map(|s| s.parked).sum();
-    let _ = writeln!(out, "# HELP ringway_connections_parked Idle client connections parked in a small task (idle for a second or more; counted in ringway_connections too).\n# TYPE ringway_connections_parked gauge\nringway_connections_parked {parked}");
+    let _ = writeln!(out, "# HELP ringway_connections_parked Idle client connections parked in a small task (idle for 40 ms or more; counted in ringway_connections too).\n# TYPE ringway_connections_parked gauge\nringway_connections_parked {parked}");
     let retries: u64 = snaps.iter().map(|s| s.retries).sum();
     let _ = writeln!(out, "# HELP ringway_retries_total Requests sent again after a failed attempt.\n# TYPE ringway_retries_total counter\nringway_retries_total {retries}");
     let mut edge = EdgeCounts::default();

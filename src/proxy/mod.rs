@@ -29,7 +29,9 @@
 //! | count | `mod.rs` `finish` | metrics, access log (`log_fields.rs`), the watchdog slot given back |
 //!
 //! Then the connection waits for the next request, closes (lingering over
-//! unread bytes, `client.rs` `close`), or becomes a tunnel. Every time
+//! unread bytes, `client.rs` `close`), or becomes a tunnel. A wait that
+//! lasts 40-60 ms parks the connection: the session's task ends and a small
+//! one (`parked.rs`) waits for the next bytes, then starts a new session. Every time
 //! limit and where it is enforced is listed in `docs/architecture.md`
 //! ("Time limits").
 
