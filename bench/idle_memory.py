@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--path", default="/")
     ap.add_argument("--tls", action="store_true", help="a TLS handshake on every connection first")
+    ap.add_argument("--settle", type=float, default=1.0, help="seconds between the last response and the RSS reading")
     args = ap.parse_args()
     pids = [int(p) for p in args.pids.split(",") if p]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -70,7 +71,7 @@ def main():
         data = s.recv(65536)
         if data.startswith(b"HTTP/1.1 200"):
             got += 1
-    time.sleep(1.0)
+    time.sleep(args.settle)
     after = rss_kib(pids)
     per = (after - before) * 1024 / args.conns
     print(f"conns={args.conns} ok={got} rss_before_kib={before} rss_after_kib={after} per_conn_bytes={per:.0f}")

@@ -1,8 +1,8 @@
 //! `SparePool`: a worker's spare buffers, lent to connections while they
 //! read or write and given back when they go idle, so a new request rarely
 //! allocates. A burst (a thousand new connections) fills the pool up to its
-//! bound; `trim` then gives back, once a second, the buffers that sat
-//! unused for the whole second, so memory returns close to the
+//! bound; `trim` then gives back, every `SPARE_TRIM_MS` (250 ms), the buffers that sat
+//! unused for the whole interval, so memory returns close to the
 //! steady-state figure after the burst instead of staying at its peak.
 
 use std::cell::{Cell, RefCell};

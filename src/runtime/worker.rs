@@ -47,6 +47,10 @@ const HOT_WAITS_MAX: usize = 256;
 /// Freeing less than this leaves the allocator alone (a `malloc_trim`
 /// walks the whole arena).
 const TRIM_MIN_BYTES: usize = 1024 * 1024;
+/// How often spare buffers unused since the last trim are freed: a burst's
+/// buffers go back within half a second of its end, while a steady load
+/// keeps what it uses (a trim frees only what sat unused all interval).
+const SPARE_TRIM_MS: u64 = 250;
 /// How often idle upstream connections past `idle_timeout` are closed.
 const POOL_SWEEP_MS: u64 = 1000;
 
@@ -100,6 +104,8 @@ pub struct Worker {
     access_log: WorkerLog,
     /// When the pools are next swept for expired connections (coarse ms).
     next_pool_sweep: Cell<u64>,
+    /// When the spare buffers are next trimmed (coarse ms).
+    next_spare_trim: Cell<u64>,
 }
 
 impl Worker {
@@ -125,6 +131,7 @@ impl Worker {
             spare_scratch: SparePool::new(SPARE_BUFS * 4),
             access_log: WorkerLog::new(&config),
             next_pool_sweep: Cell::new(0),
+            next_spare_trim: Cell::new(0),
         }
     }
 
@@ -343,6 +350,9 @@ impl Worker {
             if now >= self.next_pool_sweep.get() {
                 self.next_pool_sweep.set(now + POOL_SWEEP_MS);
                 self.pools.borrow_mut().expire(now);
+            }
+            if now >= self.next_spare_trim.get() {
+                self.next_spare_trim.set(now + SPARE_TRIM_MS);
                 self.trim_spares();
             }
             let stopping = self.is_shutting_down();
