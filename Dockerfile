@@ -14,6 +14,8 @@ WORKDIR /src
 # Dependencies first, against placeholder sources: this layer is rebuilt only
 # when Cargo.toml or Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
+# The patched monoio (docs/architecture.md, "The monoio patch").
+COPY vendor vendor
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && echo '//! placeholder for the dependency layer' > src/lib.rs \
