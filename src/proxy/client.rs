@@ -123,6 +123,12 @@ impl Session {
             }
             let deadline = self.req.head_began.map(|began| began + self.config.timeouts.client_header);
             let read = match deadline {
+                None if self.woken => {
+                    // Parked, and the bytes are there (`parked.rs`).
+                    self.woken = false;
+                    self.hot = false;
+                    self.read_ready().await
+                }
                 None if self.hot => match self.hot_read().await {
                     Some(read) => read,
                     // Nothing came within the window: wait without buffers.
@@ -174,8 +180,7 @@ impl Session {
                     }
                     // A client that came back quickly is likely to again.
                     self.hot = precise_ms().saturating_sub(since) < HOT_WINDOW_MS;
-                    lend_storage(&self.worker, &mut self.cbuf, self.config.runtime.read_buffer);
-                    self.cbuf.fill(&mut self.client).await
+                    self.read_ready().await
                 }
                 // Heads that span reads are rare: their timer lives on the heap.
                 Some(d) => Box::pin(read_until(&mut self.cbuf, &mut self.client, d)).await,
@@ -214,6 +219,21 @@ impl Session {
             self.send_out().await?;
         }
         Ok(())
+    }
+
+    /// The read after the client's bytes were seen (by a poll, or by the
+    /// parked task). Plain bytes are read at once. A TLS record may still
+    /// be incomplete, so that read is bounded by `client_header`: a client
+    /// that sends one byte of a record must not hold the connection past
+    /// every deadline.
+    async fn read_ready(&mut self) -> std::io::Result<usize> {
+        lend_storage(&self.worker, &mut self.cbuf, self.config.runtime.read_buffer);
+        if self.client.tls().is_some() {
+            let deadline = Instant::now() + self.config.timeouts.client_header;
+            Box::pin(read_until(&mut self.cbuf, &mut self.client, deadline)).await
+        } else {
+            self.cbuf.fill(&mut self.client).await
+        }
     }
 
     /// A hot wait for the next request: one read, holding the buffers, for

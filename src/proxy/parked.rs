@@ -51,14 +51,15 @@ impl Session {
         monoio::spawn(Parked { worker, listener, client, peer, believe_forwarded, fresh, expiry }.wait());
     }
 
-    /// A session for a parked connection whose client sent bytes (or whose
-    /// worker began a graceful stop): already counted as open.
-    fn resumed(p: Parked) -> Self {
+    /// A session for a parked connection whose client sent bytes (`woken`),
+    /// or whose worker began a graceful stop: already counted as open.
+    fn resumed(p: Parked, woken: bool) -> Self {
         let mut session = Session::counted(p.worker, p.listener, p.client, p.peer);
         session.believe_forwarded = p.believe_forwarded;
         session.fresh = p.fresh;
-        // The bytes are there: read them at once instead of polling again.
-        session.hot = true;
+        // The bytes are there: read them at once, neither a hot wait (the
+        // client was slow) nor a second poll.
+        session.woken = woken;
         session
     }
 }
@@ -79,8 +80,9 @@ impl Parked {
             // already on its way, or a connection that never asked yet, is
             // the session's to serve or close; the rest close here.
             let stopping = self.worker.is_shutting_down();
-            if readable || (stopping && (self.fresh || self.client.has_bytes_waiting())) {
-                monoio::spawn(Session::resumed(self).run());
+            let waiting = readable || (stopping && self.client.has_bytes_waiting());
+            if waiting || (stopping && self.fresh) {
+                monoio::spawn(Session::resumed(self, waiting).run());
                 return;
             }
             // Idle out, or a stop, as a session would close: a TLS client

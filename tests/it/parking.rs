@@ -9,7 +9,7 @@
 use crate::support::tcp::v1;
 use crate::support::tls::{https_config, metric, wait_metric, Ca, CertDir, TlsClient, TlsOpts};
 use crate::support::*;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 const PARKED: &str = "ringway_connections_parked";
@@ -129,4 +129,36 @@ fn a_parked_tls_connection_resumes_and_idles_out_with_close_notify() {
     let mut buf = [0u8; 64];
     let n = c.stream.read(&mut buf);
     assert!(matches!(n, Ok(0)), "expected a close_notify, got {n:?}");
+}
+
+/// A TLS client that sends one byte of a record and nothing more, between
+/// requests: the read that follows the poll (or the park) waits for the
+/// rest of the record, so it is bounded by `client_header`, not left to
+/// hold the connection past every deadline (it was unbounded before).
+#[test]
+fn a_tls_client_sending_part_of_a_record_between_requests_is_closed_at_client_header() {
+    let b = RecordingBackend::echo_id("b");
+    let ca = Ca::new("Test CA");
+    let dir = CertDir::new("parked-tls-partial");
+    dir.install("a", &ca.server("a", &["a.example.test"], 1));
+    let tls = r#"certificates = [ { cert = "a.pem", key = "a.key" } ]"#;
+    let timeouts = [("client_idle", "30s"), ("client_header", "1s")];
+    let p = Proxy::start_in(&dir.path, &https_config(1, &timeouts, b.addr(), tls, ""));
+    for park_first in [false, true] {
+        let mut c = TlsClient::connect(p.addr("https"), &TlsOpts::verified(&ca, "a.example.test")).expect("handshake");
+        assert_eq!(c.get("/one").text(), "b /one\n");
+        if park_first {
+            wait_metric(&p, PARKED, 1.0);
+        }
+        // The first byte of an application-data record header, under TLS.
+        c.stream.sock.write_all(&[0x17]).expect("one raw byte");
+        let sent = Instant::now();
+        let mut rest = Vec::new();
+        let _ = c.stream.read_to_end(&mut rest);
+        let took = sent.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+            "park_first={park_first}: closed after {took:?}; client_idle is 30 s, client_header 1 s"
+        );
+    }
 }

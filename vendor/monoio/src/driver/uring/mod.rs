@@ -546,14 +546,13 @@ impl UringInner {
         let close = opcode::Close::new(io_uring::types::Fd(fd))
             .build()
             .user_data(DETACHED_CLOSE_USERDATA);
-        // Safety: a close SQE refers to no user memory.
+        // Safety: a close SQE refers to no user memory. With the queue
+        // full, close(2) now rather than submit: this runs from a drop,
+        // which can be inside `tick()`, and a submit that meets EBUSY would
+        // call `tick()` again, re-reading completions not yet consumed.
         unsafe {
             if inner.uring.submission().push(&close).is_err() {
-                let _ = inner.submit();
-                if inner.uring.submission().push(&close).is_err() {
-                    // The ring is still full: close it now instead.
-                    let _ = libc::close(fd);
-                }
+                let _ = libc::close(fd);
             }
         }
     }
