@@ -155,10 +155,10 @@ impl Session {
                         // looks like. The worker's exit bounds this wait.
                         self.client.readable(false).await.is_ok()
                     } else {
-                        let mut expiry = self.worker.idle_expiry(self.config.timeouts.client_idle);
+                        let mut expiry = self.worker.waits.idle_expiry(self.config.timeouts.client_idle);
                         // Still idle after some 50 ms: the connection
                         // leaves this task for a parked one (`parked.rs`).
-                        let park = self.worker.park_expiry();
+                        let park = self.worker.waits.park_expiry();
                         monoio::select! {
                             r = self.client.readable(false) => r.is_ok(),
                             _ = &mut expiry => false,
@@ -250,14 +250,14 @@ impl Session {
         // shows itself without ever pinning buffers.
         let first = self.fresh;
         self.hot = false;
-        let expiry = self.worker.begin_hot_wait()?;
+        let expiry = self.worker.waits.begin_hot_wait()?;
         self.shrink_for_hot();
         lend_storage(&self.worker, &mut self.cbuf, self.config.runtime.read_buffer);
         let canceller = self.canceller.take().unwrap_or_default();
         // Boxed: the cancellable read is large, and every connection's task
         // (idle ones included) is as big as its largest inline await.
         let (read, canceller) = Box::pin(hot_fill(&mut self.cbuf, &mut self.client, expiry, canceller)).await;
-        self.worker.end_hot_wait();
+        self.worker.waits.end_hot_wait();
         self.canceller = Some(canceller);
         self.hot = read.is_some() && !first;
         read

@@ -9,7 +9,7 @@
 //! client's next bytes come, a fresh `Session` task serves them; when the
 //! expiry fires, the parked task closes the connection itself.
 //!
-//! Parking happens only after 40-60 ms of waiting (`Worker::park_expiry`),
+//! Parking happens only after 40-60 ms of waiting (`ConnectionWaits::park_expiry`),
 //! so a client in a quick exchange never pays for the two spawns and the
 //! cancelled poll that a park costs (about a microsecond), and a burst of
 //! new connections that then idle never holds a session task each: their

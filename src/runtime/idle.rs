@@ -1,12 +1,14 @@
-//! The idle wheel: a worker's low-resolution timer for keep-alive
-//! connections that wait for their next request. Waits are grouped by the
-//! second their `client_idle` ends (on the precise clock,
-//! `clock::precise_ms() / 1000`); each worker tick fires the buckets that
-//! are due (and a graceful stop fires them all). A waiting connection holds
-//! only an `Rc` and a slab key here — no timer entry, no buffer. The hot
-//! wheel is the same structure keyed by periods of the coarse clock (see
-//! `Worker::begin_hot_wait`): the wheel compares keys, whatever their unit.
+//! A worker's timers for keep-alive connections that wait for their next
+//! request (`ConnectionWaits`): the idle wheel of `client_idle` deadlines,
+//! grouped by the second they end on the precise clock
+//! (`clock::precise_ms() / 1000`); the hot wheel of hot-wait windows and
+//! parking deadlines, keyed by `HOT_WINDOW_MS` periods of the coarse clock;
+//! and the budget of hot waits. Each worker tick fires the buckets that are
+//! due (a graceful stop fires them all). A waiting connection holds only an
+//! `Rc` and a slab key here — no timer entry, no buffer. The wheel compares
+//! keys, whatever their unit.
 
+use super::clock::{coarse_ms, precise_ms};
 use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -14,6 +16,75 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// How long a hot wait (see `begin_hot_wait`) may hold its buffers before it
+/// is cancelled: between one and two of these (on the coarse clock, so give
+/// or take its resolution), plus up to one worker tick.
+pub const HOT_WINDOW_MS: u64 = 20;
+/// How many `HOT_WINDOW_MS` periods a connection waits for its next request
+/// (40-60 ms) before it parks: long enough that a client in a quick
+/// exchange never pays for a park, short enough that a burst of new
+/// connections that then idle never holds a session task each.
+const PARK_AFTER_PERIODS: u64 = 3;
+/// Most hot waits per worker at once. Each pins a connection's buffers, so
+/// this bounds what connections that go quiet can hold.
+const HOT_WAITS_MAX: usize = 256;
+
+/// A worker's timers for connections waiting for their next request.
+#[derive(Default)]
+pub struct ConnectionWaits {
+    /// Idle keep-alive connections, by the second their `client_idle` ends
+    /// on the precise clock (`clock::precise_ms() / 1000`).
+    idle_wheel: IdleWheel,
+    /// Hot waits and parking, by the `HOT_WINDOW_MS` period of the coarse
+    /// clock (`clock::coarse_ms() / HOT_WINDOW_MS`) in which they end.
+    hot_wheel: IdleWheel,
+    /// Hot waits in progress (at most `HOT_WAITS_MAX`).
+    hot_waits: Cell<usize>,
+}
+
+impl ConnectionWaits {
+    /// Completes within a second after `idle` from now, or at a graceful
+    /// stop: the deadline of a connection waiting for its next request, in
+    /// seconds of the precise clock.
+    pub fn idle_expiry(&self, idle: Duration) -> IdleExpiry {
+        let due = (precise_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
+        self.idle_wheel.expiry(due)
+    }
+
+    /// Completes `PARK_AFTER_PERIODS` hot-wheel periods from now (or at a
+    /// graceful stop): when a connection still waiting for its next request
+    /// leaves its session's task for a small one (`proxy/parked.rs`).
+    pub fn park_expiry(&self) -> IdleExpiry {
+        self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + PARK_AFTER_PERIODS)
+    }
+
+    /// Starts a hot wait if the budget allows: a read that holds the
+    /// connection's buffer while the next request is expected within
+    /// moments, instead of a readiness poll and then a read (one ring
+    /// operation fewer per request). The expiry, on the coarse clock, says
+    /// when to cancel it; `end_hot_wait` must follow.
+    pub fn begin_hot_wait(&self) -> Option<IdleExpiry> {
+        if self.hot_waits.get() >= HOT_WAITS_MAX {
+            return None;
+        }
+        self.hot_waits.set(self.hot_waits.get() + 1);
+        Some(self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + 2))
+    }
+
+    /// Ends a hot wait that `begin_hot_wait` started.
+    pub fn end_hot_wait(&self) {
+        self.hot_waits.set(self.hot_waits.get().saturating_sub(1));
+    }
+
+    /// Ends the waits that are due at `coarse` (all of them when `all`, at
+    /// a graceful stop); called on every worker tick.
+    pub fn fire(&self, coarse: u64, all: bool) {
+        self.hot_wheel.fire(if all { None } else { Some(coarse / HOT_WINDOW_MS) });
+        self.idle_wheel.fire(if all { None } else { Some(precise_ms() / 1000) });
+    }
+}
 
 #[derive(Default)]
 pub struct IdleBucket {

@@ -19,11 +19,11 @@ mod worker;
 mod worker_log;
 
 pub use control::{Command, Control, ReloadError};
-pub use idle::IdleExpiry;
+pub use idle::{IdleExpiry, HOT_WINDOW_MS};
 pub use listener::{bind_group, bind_reuseport, check_free, open_group};
 pub use reload::Reloaded;
 pub use watchdog::{Elapsed, Watch, WatchSlot, Watchdog};
-pub use worker::{Snapshot, Worker, HOT_WINDOW_MS};
+pub use worker::{Snapshot, Worker};
 
 use std::io;
 use std::net::SocketAddr;

@@ -3,9 +3,9 @@
 //! the command channel, answered on a short tick.
 
 use super::accept::accept_loop;
-use super::clock::{coarse_ms, precise_ms};
+use super::clock::coarse_ms;
 use super::control::{Command, Control};
-use super::idle::{IdleExpiry, IdleWheel};
+use super::idle::ConnectionWaits;
 use super::spare::SparePool;
 use super::watchdog::{WatchSlot, Watchdog};
 use super::worker_log::WorkerLog;
@@ -32,18 +32,6 @@ const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// Spare connection buffers kept per worker (enough for the connections
 /// that are mid-request at once; idle ones hold none).
 const SPARE_BUFS: usize = 512;
-/// How long a hot wait (see `begin_hot_wait`) may hold its buffers before it
-/// is cancelled: between one and two of these (on the coarse clock, so give
-/// or take its resolution), plus up to one `TICK`.
-pub const HOT_WINDOW_MS: u64 = 20;
-/// How many `HOT_WINDOW_MS` periods a connection waits for its next request
-/// (40-60 ms) before it parks: long enough that a client in a quick
-/// exchange never pays for a park, short enough that a burst of new
-/// connections that then idle never holds a session task each.
-const PARK_AFTER_PERIODS: u64 = 3;
-/// Most hot waits per worker at once. Each pins a connection's buffers, so
-/// this bounds what connections that go quiet can hold.
-const HOT_WAITS_MAX: usize = 256;
 /// Freeing less than this leaves the allocator alone (a `malloc_trim`
 /// walks the whole arena).
 const TRIM_MIN_BYTES: usize = 1024 * 1024;
@@ -82,13 +70,8 @@ pub struct Worker {
     active: Cell<usize>,
     /// Open client connections (idle ones included).
     open: Cell<usize>,
-    /// Idle keep-alive connections, by the second their `client_idle` ends
-    /// on the precise clock (`clock::precise_ms() / 1000`).
-    idle_wheel: IdleWheel,
-    /// Hot waits, by the `HOT_WINDOW_MS` period of the coarse clock
-    /// (`clock::coarse_ms() / HOT_WINDOW_MS`) in which they are cancelled.
-    hot_wheel: IdleWheel,
-    hot_waits: Cell<usize>,
+    /// Waits for a next request: idle and hot wheels, the hot-wait budget.
+    pub waits: ConnectionWaits,
     /// The I/O timeouts of requests in flight.
     pub watchdog: Watchdog,
     /// Upstream connections in use, by server id.
@@ -121,9 +104,7 @@ impl Worker {
             metrics: RefCell::new(WorkerMetrics::default()),
             active: Cell::new(0),
             open: Cell::new(0),
-            idle_wheel: IdleWheel::default(),
-            hot_wheel: IdleWheel::default(),
-            hot_waits: Cell::new(0),
+            waits: ConnectionWaits::default(),
             watchdog: Watchdog::default(),
             upstream_in_use: RefCell::new(Vec::new()),
             rng: RefCell::new(seed()),
@@ -215,46 +196,12 @@ impl Worker {
         self.open.set(self.open.get().saturating_sub(1));
     }
 
-    /// Completes within a second after `idle` from now, or at a graceful
-    /// stop: the deadline of a connection waiting for its next request, in
-    /// seconds of the precise clock.
-    pub fn idle_expiry(&self, idle: Duration) -> IdleExpiry {
-        let due = (precise_ms() + u64::try_from(idle.as_millis()).unwrap_or(u64::MAX / 2)).div_ceil(1000);
-        self.idle_wheel.expiry(due)
-    }
-
-    /// Completes `PARK_AFTER_PERIODS` hot-wheel periods from now (or at a
-    /// graceful stop): when a connection still waiting for its next request
-    /// leaves its session's task for a small one (`proxy/parked.rs`).
-    pub fn park_expiry(&self) -> IdleExpiry {
-        self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + PARK_AFTER_PERIODS)
-    }
-
-    /// Starts a hot wait if the budget allows: a read that holds the
-    /// connection's buffer while the next request is expected within
-    /// moments, instead of a readiness poll and then a read (one ring
-    /// operation fewer per request). The expiry, on the coarse clock, says
-    /// when to cancel it; `end_hot_wait` must follow.
-    pub fn begin_hot_wait(&self) -> Option<IdleExpiry> {
-        if self.hot_waits.get() >= HOT_WAITS_MAX {
-            return None;
-        }
-        self.hot_waits.set(self.hot_waits.get() + 1);
-        Some(self.hot_wheel.expiry(coarse_ms() / HOT_WINDOW_MS + 2))
-    }
-
-    /// Ends a hot wait that `begin_hot_wait` started.
-    pub fn end_hot_wait(&self) {
-        self.hot_waits.set(self.hot_waits.get().saturating_sub(1));
-    }
-
     /// Ends the idle and hot waits that are due (all of them when `all`),
     /// and the timed operations of requests whose deadline passed.
     fn fire_timers(&self, all: bool) {
         let coarse = coarse_ms();
         self.watchdog.tick(coarse);
-        self.hot_wheel.fire(if all { None } else { Some(coarse / HOT_WINDOW_MS) });
-        self.idle_wheel.fire(if all { None } else { Some(precise_ms() / 1000) });
+        self.waits.fire(coarse, all);
     }
 
     /// Counts a request as in flight; returns its watchdog slot.
