@@ -589,7 +589,10 @@ fn hash_keeps_each_key_on_one_server_and_removing_one_of_four_moves_only_its_key
     for &k in &moved {
         assert_eq!(before[k], "d", "key user-{k} moved from {} to {} though its server stayed", before[k], after[k]);
     }
-    assert!(moved.len() <= KEYS / 4 + KEYS / 10, "{} of {KEYS} keys moved", moved.len());
+    // d's share is a quarter on average; it varies with the ring (built
+    // from the backends' ephemeral addresses) and the 200-key sample, by a
+    // standard deviation of about 7 keys: 35 % failed about once in 300 runs.
+    assert!(moved.len() <= KEYS * 2 / 5, "{} of {KEYS} keys moved", moved.len());
 }
 
 #[test]
