@@ -60,10 +60,12 @@ impl Conn {
 
     /// Waits until the connection has bytes to read (or is closed), holding
     /// no buffer: how an idle keep-alive connection waits.
-    pub async fn readable(&mut self, relaxed: bool) -> io::Result<()> {
+    /// Not an `async fn`: the wait is held by every idle and parked
+    /// connection, and the enum adds nothing to the plain future's size.
+    pub fn readable(&mut self, relaxed: bool) -> impl Future<Output = io::Result<()>> + '_ {
         match self {
-            Conn::Plain(s) => s.readable(relaxed).await,
-            Conn::Tls(s) => Box::pin(s.readable(relaxed)).await,
+            Conn::Plain(s) => Either::Plain { f: s.readable(relaxed) },
+            Conn::Tls(s) => Either::Tls { f: Box::pin(s.readable(relaxed)) },
         }
     }
 

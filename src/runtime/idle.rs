@@ -137,7 +137,10 @@ impl IdleWheel {
 /// first) removes its waker, so a later firing wakes nobody needlessly.
 pub struct IdleExpiry {
     bucket: Rc<IdleBucket>,
-    key: Option<usize>,
+    /// The waker's slot in the bucket. `u32`: every parked connection holds
+    /// one of these, and four billion waiters per bucket cannot happen (one
+    /// that could not be keyed would only wait for the bucket to fire).
+    key: Option<u32>,
 }
 
 impl Future for IdleExpiry {
@@ -149,9 +152,9 @@ impl Future for IdleExpiry {
         }
         let this = &mut *self;
         let mut waiters = this.bucket.waiters.borrow_mut();
-        match this.key {
+        match this.key.map(|k| k as usize) {
             Some(k) if waiters.contains(k) => waiters[k].clone_from(cx.waker()),
-            _ => this.key = Some(waiters.insert(cx.waker().clone())),
+            _ => this.key = u32::try_from(waiters.insert(cx.waker().clone())).ok(),
         }
         Poll::Pending
     }
@@ -159,7 +162,7 @@ impl Future for IdleExpiry {
 
 impl Drop for IdleExpiry {
     fn drop(&mut self) {
-        if let Some(k) = self.key {
+        if let Some(k) = self.key.map(|k| k as usize) {
             let mut waiters = self.bucket.waiters.borrow_mut();
             if waiters.contains(k) {
                 waiters.remove(k);
