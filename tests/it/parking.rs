@@ -6,7 +6,7 @@
 //! request, closed at once at a graceful stop, and keeping its PROXY
 //! client address and its TLS session.
 
-use crate::support::tcp::v1;
+use crate::support::tcp::{pp_config, v1, LOOPBACK};
 use crate::support::tls::{https_config, metric, wait_metric, Ca, CertDir, TlsClient, TlsOpts};
 use crate::support::*;
 use std::io::{Read, Write};
@@ -83,24 +83,7 @@ fn a_graceful_stop_closes_parked_connections_at_once() {
 #[test]
 fn a_parked_proxy_protocol_connection_keeps_its_client_address() {
     let b = RecordingBackend::echo_id("b");
-    let p = Proxy::start(&format!(
-        r#"{header}
-[admin]
-bind = "127.0.0.1:0"
-
-[upstreams.x]
-servers = ["{backend}"]
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-proxy_protocol = true
-trusted = ["127.0.0.1/32"]
-routes = [ {{ prefix = "/", upstream = "x" }} ]
-"#,
-        header = runtime_config(1, &[], &[]),
-        backend = b.addr()
-    ));
+    let p = Proxy::start(&pp_config(&[b.addr()], "", LOOPBACK, &[], ""));
     let mut c = Client::connect(p.addr("public"));
     c.send(&[v1("203.0.113.9", "192.0.2.1", 40000, 80), b"GET /one HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()].concat());
     assert_eq!(c.read_response(false).text(), "b /one\n");

@@ -12,39 +12,6 @@ use crate::support::*;
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// An admin listener, upstream `x` over `servers` (`upstream_extra` keys)
-/// and HTTP listener `public` sending `/` to `x`, reading PROXY headers
-/// from `trusted`; `listener_extra` keys, then `more` tables.
-fn pp_config(
-    servers: &[SocketAddr],
-    upstream_extra: &str,
-    trusted: &str,
-    timeouts: &[(&str, &str)],
-    more: &str,
-) -> String {
-    let list = servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
-    format!(
-        r#"{header}
-[admin]
-bind = "127.0.0.1:0"
-
-[upstreams.x]
-servers = [{list}]
-{upstream_extra}
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-proxy_protocol = true
-trusted = [{trusted}]
-routes = [ {{ prefix = "/", upstream = "x" }} ]
-{more}"#,
-        header = runtime_config(2, timeouts, &[]),
-    )
-}
-
-const LOOPBACK: &str = "\"127.0.0.1/32\"";
-
 /// A keep-alive client that sent `header` and `request` in one write (one
 /// packet), with the response to that request.
 fn with_header(addr: SocketAddr, header: &[u8], request: &str) -> (Client, Response) {

@@ -4,7 +4,7 @@
 //! can play several client IPs.
 
 use super::ops::admin_get;
-use super::{Proxy, IO_TIMEOUT};
+use super::{runtime_config, Proxy, IO_TIMEOUT};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -251,3 +251,37 @@ pub fn wait_series(p: &Proxy, name: &str, want: f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An admin listener, upstream `x` over `servers` (`upstream_extra` keys)
+/// and HTTP listener `public` sending `/` to `x`, reading PROXY headers
+/// from `trusted`; `listener_extra` keys, then `more` tables.
+pub fn pp_config(
+    servers: &[SocketAddr],
+    upstream_extra: &str,
+    trusted: &str,
+    timeouts: &[(&str, &str)],
+    more: &str,
+) -> String {
+    let list = servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"{header}
+[admin]
+bind = "127.0.0.1:0"
+
+[upstreams.x]
+servers = [{list}]
+{upstream_extra}
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+proxy_protocol = true
+trusted = [{trusted}]
+routes = [ {{ prefix = "/", upstream = "x" }} ]
+{more}"#,
+        header = runtime_config(2, timeouts, &[]),
+    )
+}
+
+/// `trusted` for a client on loopback.
+pub const LOOPBACK: &str = "\"127.0.0.1/32\"";
