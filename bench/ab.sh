@@ -26,26 +26,10 @@ cleanup() {
 trap cleanup EXIT
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "install nginx and wrk first (apt-get install -y nginx wrk)"; exit 1; }
 
-ports=($((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+4)))
-for p in "${ports[@]}"; do
-  taskset -c 1 "$A_BIN" backend --port "$p" >/dev/null 2>&1 & PIDS+=($!)
-done
-servers=$(printf '"127.0.0.1:%s",' "${ports[@]}")
-config() { # name port
-  cat > "$WORK/$1.toml" <<TOML
-[runtime]
-threads = 1
-pin_cpus = false
-[upstreams.allbackend]
-servers = [${servers%,}]
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:$2"
-routes = [ { prefix = "/", upstream = "allbackend" }, { prefix = "/admin", status = 403 } ]
-TOML
-}
+. "$(dirname "$0")/seed_setup.sh"
+start_seed_backends "$A_BIN"
 A_PORT=$((BASE+80)); B_PORT=$((BASE+81)); NG_PORT=$((BASE+90))
-config a "$A_PORT"; config b "$B_PORT"
+seed_config "$WORK/a.toml" "$A_PORT"; seed_config "$WORK/b.toml" "$B_PORT"
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
 pid $WORK/nginx.pid;

@@ -18,21 +18,10 @@ WORK=$(mktemp -d /tmp/ringway-kside.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-ports=($((BASE+1)) $((BASE+2)) $((BASE+3)) $((BASE+4)))
-for p in "${ports[@]}"; do taskset -c 1 "$BIN" backend --port "$p" >/dev/null 2>&1 & PIDS+=($!); done
-servers=$(printf '"127.0.0.1:%s",' "${ports[@]}")
+. "$(dirname "$0")/seed_setup.sh"
+start_seed_backends "$BIN"
 PORT=$((BASE+80))
-cat > "$WORK/r.toml" <<TOML
-[runtime]
-threads = 1
-pin_cpus = false
-[upstreams.allbackend]
-servers = [${servers%,}]
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:$PORT"
-routes = [ { prefix = "/", upstream = "allbackend" }, { prefix = "/admin", status = 403 } ]
-TOML
+seed_config "$WORK/r.toml" "$PORT"
 taskset -c 0 "$BIN" --config "$WORK/r.toml" > "$WORK/r.out" 2>&1 & PID=$!; PIDS+=($PID)
 for _ in $(seq 100); do grep -q listening "$WORK/r.out" && break; sleep 0.05; done
 URL="http://127.0.0.1:$PORT/"
